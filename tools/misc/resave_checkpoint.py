@@ -1,0 +1,42 @@
+"""Re-save a checkpoint written by a stock mmengine so that weight-only loading accepts it.
+
+Stock mmengine 0.10.7 pickles HistoryBuffer statistic methods through ``builtins.getattr``, which torch's
+weight-only loader refuses (see ``mmfusion/compat.py``). This tool loads the file **with full unpickling** -- so
+only run it on files you trust -- and writes it back with mmfusion's patched HistoryBuffer pickling.
+
+    python tools/misc/resave_checkpoint.py work_dirs/x/iter_1000.pth [--out new.pth] [--yes]
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+import mmfusion  # noqa: F401  (patches HistoryBuffer pickling)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('checkpoint')
+    parser.add_argument('--out', help='output path (default: <name>.safe.pth beside the input)')
+    parser.add_argument('--yes', action='store_true', help='do not ask before unpickling the file fully')
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
+    if not args.yes:
+        answer = input(f'Fully unpickling {args.checkpoint} can run code stored in it. Trust it? [y/N] ')
+        if answer.strip().lower() not in ('y', 'yes'):
+            sys.exit('aborted')
+    ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
+    out = args.out or os.path.splitext(args.checkpoint)[0] + '.safe.pth'
+    torch.save(ckpt, out)
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(out)
+    if unsafe:
+        sys.exit(f'error: {out} still holds non-allow-listed objects {unsafe}; they are not written by MMEngine, '
+                 'check where they come from')
+    print(f'wrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
