@@ -1,0 +1,8 @@
+# Baseline: SAM2.1 Hiera-B+ alone, frozen (only the Mask2Former head trains), Cityscapes instance. Paper: AP 35.8.
+_base_ = ['../_base_/mask2former_cityscapes_instance.py', '../_base_/encoders.py']
+
+model = dict(
+    backbone={{_base_.sam2_alone_backbone}},
+    panoptic_head=dict(in_channels={{_base_.sam2_channels}}))
+optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor',
+                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})

@@ -1,0 +1,12 @@
+# D3S2 on Cityscapes instance segmentation, the paper's main setting: DINOv3 ViT-B/16 master (fine-tuned,
+# backbone lr x0.1) + SAM2.1 Hiera-B+ auxiliary (frozen) injected at OS16, Mask2Former (mmdet).
+# Paper: AP 39.5 (DINOv3 alone 35.6, SAM2 alone 35.8). Stride ablation: configs/ablations/.
+_base_ = ['./_base_/mask2former_cityscapes_instance.py', './_base_/encoders.py']
+
+model = dict(
+    backbone={{_base_.d3s2_backbone}},
+    neck={{_base_.d3s2_neck}},
+    panoptic_head=dict(in_channels={{_base_.dinov3_channels}}))
+model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
+optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor',
+                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})

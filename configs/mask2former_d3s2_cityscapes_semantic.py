@@ -1,0 +1,12 @@
+# D3S2 on Cityscapes semantic segmentation (19 classes), on mmseg's own Mask2Former Cityscapes recipe
+# (90k iterations, 8x2 images, crop 512x1024, poly 0.9). Paper: mIoU 82.8 (DINOv3 81.2, SAM2 79.7), trained with
+# batch 3 for 180k iterations, poly 1.0, AMP (SPEC §7).
+_base_ = ['mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py', './_base_/encoders.py']
+
+model = dict(
+    backbone={{_base_.d3s2_backbone}},
+    neck={{_base_.d3s2_neck}},
+    decode_head=dict(in_channels={{_base_.dinov3_channels}}))
+model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
+optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor',
+                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})

@@ -1,0 +1,13 @@
+# D3S2 on COCO instance segmentation, on mmdet's own Mask2Former recipe (LSJ 1024x1024, 8x2 images, 368,750
+# iterations, steps at 327,778 / 355,092 -- the same schedule the paper runs at batch 3).
+# Paper (AP/AP50/AP75/APs): D3S2 47.3/70.8/51.4/27.3; DINOv3 FT 46.0/69.9/49.3/24.2; SAM2 FZ 35.8/57.0/37.6/19.2.
+# The paper uses 200 queries: --cfg-options model.panoptic_head.num_queries=200
+_base_ = ['mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', './_base_/encoders.py']
+
+model = dict(
+    backbone={{_base_.d3s2_backbone}},
+    neck={{_base_.d3s2_neck}},
+    panoptic_head=dict(in_channels={{_base_.dinov3_channels}}))
+model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
+optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor',
+                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})

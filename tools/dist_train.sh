@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun, one or several nodes.
+#   tools/dist_train.sh CONFIG GPUS [train.py args...]
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHON=${PYTHON:-python}
+
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$DIR/train.py" "$CONFIG" --launcher pytorch "${@:3}"
