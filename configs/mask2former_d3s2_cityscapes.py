@@ -2,6 +2,7 @@
 # backbone lr x0.1) + SAM2.1 Hiera-B+ auxiliary (frozen) injected at OS16, Mask2Former (mmdet).
 # Paper: AP 39.5 (DINOv3 alone 35.6, SAM2 alone 35.8). Stride ablation: configs/ablations/.
 _base_ = ['./_base_/mask2former_cityscapes_instance.py', './_base_/encoders.py']
+custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 
 model = dict(
     backbone={{_base_.d3s2_backbone}},

@@ -3,6 +3,7 @@
 # Paper (AP/AP50/AP75/APs): D3S2 47.3/70.8/51.4/27.3; DINOv3 FT 46.0/69.9/49.3/24.2; SAM2 FZ 35.8/57.0/37.6/19.2.
 # The paper uses 200 queries: --cfg-options model.panoptic_head.num_queries=200
 _base_ = ['mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', './_base_/encoders.py']
+custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 
 model = dict(
     backbone={{_base_.d3s2_backbone}},

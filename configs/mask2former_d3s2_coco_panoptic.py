@@ -1,6 +1,7 @@
 # D3S2 on COCO panoptic segmentation, on mmdet's own Mask2Former panoptic recipe. Paper: PQ 56.9 (DINOv3 55.6,
 # SAM2 43.7).
 _base_ = ['mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py', './_base_/encoders.py']
+custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 
 model = dict(
     backbone={{_base_.d3s2_backbone}},

@@ -1,9 +1,8 @@
 # The foundation encoders and the master/auxiliary pairs, as variables that experiment configs reference with
 # {{_base_.NAME}} (variables, not a `model` dict, so this file can sit beside an mmdet/mmseg recipe in `_base_`).
 # Weights are read from local files only: see README "Weights". A missing file stops with instructions;
-# checkpoint=None builds a randomly initialised encoder (with a warning).
-custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
-
+# checkpoint=None builds a randomly initialised encoder (with a warning). Experiment configs set
+# custom_imports = dict(imports=['mmfusion']) themselves: an mmseg recipe already defines custom_imports.
 dinov3_checkpoint = 'checkpoints/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth'
 sam2_checkpoint = 'checkpoints/sam2.1_hiera_base_plus.pt'
 

@@ -1,6 +1,7 @@
 # The reverse fusion S2D3: SAM2.1 Hiera-B+ master (fine-tuned) + DINOv3 ViT-B/16 auxiliary (frozen) at OS16,
 # Cityscapes instance.
 _base_ = ['../_base_/mask2former_cityscapes_instance.py', '../_base_/encoders.py']
+custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 
 model = dict(
     backbone={{_base_.s2d3_backbone}},
