@@ -8,5 +8,5 @@ model = dict(
     neck={{_base_.d3s2_neck}},
     panoptic_head=dict(in_channels={{_base_.dinov3_channels}}))
 model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
-optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor',
+optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
                      paramwise_cfg={{_base_.fusion_paramwise_cfg}})

@@ -12,10 +12,18 @@ safely: ``HistoryBuffer.__getstate__`` pickles its class-level statistic methods
 any allowed object (i.e. run code). Those four methods are re-registered by ``HistoryBuffer.__init__`` and
 ``__setstate__`` anyway, so we stop writing them. Checkpoints written by an unpatched mmengine still contain them;
 loading one raises an error that says so and how to proceed.
+
+mmengine 0.10.7 also cannot start a distributed run with a CPU-only torch (``torchrun`` + ``--launcher pytorch``,
+e.g. a 2-process gloo smoke test): ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally, and the
+Runner wraps CPU models in DDP with ``device_ids=[local_rank]``, which DDP rejects for CPU modules. Without CUDA we
+skip ``set_device``, use gloo (nccl needs CUDA; a warning says so) and pass ``device_ids=None``.
 """
 from __future__ import annotations
 
+import functools
+import os
 import pickle
+import warnings
 
 import numpy as np
 import torch
@@ -91,6 +99,39 @@ def _wrap_local_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
+def _patch_cpu_distributed() -> None:
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model.wrappers.distributed import MMDistributedDataParallel
+    stock_init = dist_utils._init_dist_pytorch
+    if getattr(stock_init, '_mmfusion_wrapped', False):
+        return
+
+    @functools.wraps(stock_init)
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if torch.cuda.is_available() or init_backend != 'torch' or not hasattr(torch.cuda, 'set_device'):
+            return stock_init(backend, init_backend=init_backend, **kwargs)
+        if dist_utils.is_mlu_available() or dist_utils.is_npu_available() or dist_utils.is_musa_available():
+            return stock_init(backend, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            warnings.warn('No CUDA device: using the gloo backend instead of nccl for this distributed run')
+            backend = 'gloo'
+        torch.distributed.init_process_group(
+            backend=backend, rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+
+    _init_dist_pytorch._mmfusion_wrapped = True
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    stock_ddp_init = MMDistributedDataParallel.__init__
+
+    @functools.wraps(stock_ddp_init)
+    def ddp_init(self, module, detect_anomalous_params=False, **kwargs):
+        if kwargs.get('device_ids') is not None and all(p.device.type == 'cpu' for p in module.parameters()):
+            kwargs['device_ids'] = None  # DDP takes device_ids only for modules on accelerators
+        stock_ddp_init(self, module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    MMDistributedDataParallel.__init__ = ddp_init
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -103,4 +144,5 @@ def apply() -> None:
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     _wrap_local_loader()
+    _patch_cpu_distributed()
     _APPLIED = True

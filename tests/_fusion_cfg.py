@@ -7,7 +7,6 @@ from tests._m2f import shrink_mask2former_head
 from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
 
 
-
 def _shrink_encoder(enc: dict) -> None:
     enc['checkpoint'] = None
     if enc['type'] == 'mmfusion.DINOv3ViT':

@@ -14,7 +14,7 @@ check_imports() {
   "$VENV/bin/python" - <<'PY'
 import importlib, warnings
 warnings.filterwarnings('ignore')
-import torch, mmcv, mmcv.ops, mmengine, mmdet, mmseg, sam2  # noqa: F401
+import torch, mmcv, mmcv.ops, mmengine, mmdet, mmseg, sam2, panopticapi  # noqa: F401
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
 from transformers import DINOv3ViTConfig, DINOv3ViTModel  # noqa: F401
 from sam2.modeling.backbones.hieradet import Hiera  # noqa: F401
@@ -61,7 +61,7 @@ log "runtime deps, mmengine/mmdet/mmseg, test and optional deps"
 "${PIP[@]}" -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/mminstall.txt" \
   -r "$ROOT/requirements/optional.txt" -r "$ROOT/requirements/tests.txt"
 
-log "sam2 1.1.0 without its CUDA extension and without a second torch"
+log "sam2 1.1.0 (no CUDA extension, no second torch) and panopticapi, without their declared deps"
 SAM2_BUILD_CUDA=0 "${PIP[@]}" -q --no-deps --no-build-isolation -r "$ROOT/requirements/sam2.txt"
 
 log "mmfusion (editable)"

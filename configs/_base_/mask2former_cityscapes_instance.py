@@ -12,7 +12,7 @@ _base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'
 num_things_classes = 8
 num_stuff_classes = 0
 num_classes = num_things_classes + num_stuff_classes
-crop_size = (512, 1024)
+crop_size = (512, 1024)  # (h, w)
 data_root = 'data/cityscapes/'
 dataset_type = 'CityscapesDataset'
 
@@ -33,7 +33,8 @@ train_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, crop_type='absolute', recompute_bbox=True,
+    # mmdet's RandomCrop takes (w, h), BatchFixedSizePad (h, w).
+    dict(type='RandomCrop', crop_size=crop_size[::-1], crop_type='absolute', recompute_bbox=True,
          allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),
     dict(type='PackDetInputs')

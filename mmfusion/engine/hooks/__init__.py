@@ -1,0 +1,3 @@
+from .scef_hook import SCEFHook
+
+__all__ = ['SCEFHook']

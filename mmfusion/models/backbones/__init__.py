@@ -1,0 +1,5 @@
+from .dinov3 import DINOv3ViT
+from .master_aux import MasterAuxBackbone, MasterAuxOutputs
+from .sam2_hiera import SAM2Hiera
+
+__all__ = ['DINOv3ViT', 'SAM2Hiera', 'MasterAuxBackbone', 'MasterAuxOutputs']

@@ -1,0 +1,466 @@
+"""DINOv3 ViT as a multi-stride backbone, on top of ``transformers``' ``DINOv3ViTModel``.
+
+The ViT itself is ``transformers``' model (embeddings, RoPE, blocks, final norm); this module pads the input, runs
+the blocks it needs, and turns the stride-16 patch tokens into a pyramid with one of three named builders:
+
+- ``'paper'``: SPEC §5, the reference's pyramid. The last block's normed patch tokens, resampled (nearest) to
+  every stride, then a new 1x1 conv per level to ``128 * s / 4`` channels (128/256/512/1024 for OS 4/8/16/32).
+  ``project=False`` drops the convs (a parameter-free pyramid of the raw features, for profiling).
+- ``'simple_fpn'``: ViTDet's simple feature pyramid from the last block: transposed convs for strides below 16,
+  identity at 16, max-pooling above; then 1x1 conv + LayerNorm + 3x3 conv + LayerNorm per level.
+- ``'multilayer'``: one block output per level (normed with the final norm, as transformers' backbone does), each
+  resized (bilinear) to its stride, optionally projected by a 1x1 conv.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os.path as osp
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+from mmfusion.registry import MODELS
+
+from .base_vfm import VFMBackbone, check_strides, crop_to_stride, pad_to_multiple
+from .checkpoint_io import (
+    LoadReport,
+    dinov3_to_hf,
+    load_into,
+    read_hf_folder,
+    resolve_checkpoint,
+    safe_load_file,
+    unwrap_state_dict,
+)
+
+# Released DINOv3 ViTs (LVD-1689M pretraining), as DINOv3ViTConfig fields; the rest stay at transformers' defaults
+# (patch 16, LayerScale 1.0, LayerNorm eps 1e-5, RoPE theta 100, query/value bias, no key bias), which are the
+# released values.
+DINOV3_ARCHS: Dict[str, dict] = {
+    'vits16': dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6,
+                   num_register_tokens=4),
+    'vits16plus': dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6,
+                       num_register_tokens=4, use_gated_mlp=True, hidden_act='silu'),
+    'vitb16': dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   num_register_tokens=4),
+    'vitl16': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                   num_register_tokens=4),
+    'vith16plus': dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                       num_register_tokens=4, use_gated_mlp=True, hidden_act='silu'),
+    'vit7b16': dict(hidden_size=4096, intermediate_size=8192, num_hidden_layers=40, num_attention_heads=32,
+                    num_register_tokens=4, use_gated_mlp=True, hidden_act='silu', query_bias=False,
+                    value_bias=False),
+}
+
+# Where each preset's weights come from (for the not-found message).
+_HUB_IDS = {name: f'facebook/dinov3-{name}-pretrain-lvd1689m' for name in DINOV3_ARCHS}
+_META_FILES = {
+    'vits16': 'dinov3_vits16_pretrain_lvd1689m-08c60483.pth',
+    'vits16plus': 'dinov3_vits16plus_pretrain_lvd1689m-4057cbaa.pth',
+    'vitb16': 'dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth',
+    'vitl16': 'dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth',
+    'vith16plus': 'dinov3_vith16plus_pretrain_lvd1689m-7c1da9a5.pth',
+    'vit7b16': 'dinov3_vit7b16_pretrain_lvd1689m-a955f4ea.pth',
+}
+
+# Config fields that change the computation: a checkpoint folder's config.json must agree with ``arch`` on these.
+_FORWARD_FIELDS = ('patch_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+                   'hidden_act', 'layer_norm_eps', 'rope_theta', 'query_bias', 'key_bias', 'value_bias', 'proj_bias',
+                   'mlp_bias', 'use_gated_mlp', 'num_register_tokens')
+
+
+def dinov3_config(arch: Union[str, dict]) -> DINOv3ViTConfig:
+    """The ``DINOv3ViTConfig`` for a preset name or a dict of config fields.
+
+    Args:
+        arch (str | dict): A key of :data:`DINOV3_ARCHS`, or ``DINOv3ViTConfig`` fields; a dict may name a preset
+            to start from with ``preset='vitb16'`` (e.g. ``dict(preset='vitl16', drop_path_rate=0.2)``).
+
+    Returns:
+        DINOv3ViTConfig: The config.
+    """
+    if isinstance(arch, str):
+        if arch not in DINOV3_ARCHS:
+            raise KeyError(f'Unknown DINOv3 arch {arch!r}; presets: {sorted(DINOV3_ARCHS)}, or pass a dict of '
+                           'DINOv3ViTConfig fields')
+        fields = dict(DINOV3_ARCHS[arch])
+    else:
+        fields = dict(arch)
+        preset = fields.pop('preset', None)
+        if preset is not None:
+            if preset not in DINOV3_ARCHS:
+                raise KeyError(f'Unknown DINOv3 preset {preset!r}; presets: {sorted(DINOV3_ARCHS)}')
+            fields = {**DINOV3_ARCHS[preset], **fields}
+    known = {f.name for f in dataclasses.fields(DINOv3ViTConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        # DINOv3ViTConfig silently keeps unknown kwargs, so a typo would otherwise go unnoticed.
+        raise KeyError(f'Not DINOv3ViTConfig fields: {unknown}')
+    return DINOv3ViTConfig(**fields)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map (ViTDet's norm in the simple feature pyramid)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _level_sizes(padded_hw: Tuple[int, int], strides: Sequence[int]) -> List[Tuple[int, int]]:
+    return [(math.ceil(padded_hw[0] / s), math.ceil(padded_hw[1] / s)) for s in strides]
+
+
+def _channels_per_level(channels, strides: Sequence[int], default) -> Tuple[int, ...]:
+    if channels is None:
+        return tuple(default(s) for s in strides)
+    if isinstance(channels, int):
+        return (channels, ) * len(strides)
+    channels = tuple(int(c) for c in channels)
+    if len(channels) != len(strides):
+        raise ValueError(f'channels {channels} must have one entry per stride {tuple(strides)}')
+    return channels
+
+
+class PaperPyramid(nn.Module):
+    """SPEC §5: the last block's normed map, resampled (nearest) to each stride, then a 1x1 conv per level.
+
+    Args:
+        embed_dim (int): ViT width.
+        num_layers (int): ViT depth (the map is taken after the last block).
+        out_strides (Sequence[int]): Output strides.
+        channels (int | Sequence[int], optional): Channels per level. Defaults to None, i.e. ``128 * s / 4`` as in
+            the reference (128/256/512/1024 for OS 4/8/16/32).
+        project (bool): Apply the 1x1 convs. False gives the raw ViT features at every stride (``embed_dim``
+            channels, no parameters). Defaults to True.
+    """
+
+    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], channels=None,
+                 project: bool = True):
+        super().__init__()
+        self.out_strides = tuple(out_strides)
+        self.taps = (num_layers - 1, )
+        if project:
+            self.out_channels = _channels_per_level(channels, out_strides, lambda s: 128 * s // 4)
+            self.convs = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in self.out_channels)
+        else:
+            if channels is not None:
+                raise ValueError('channels cannot be set when project=False')
+            self.out_channels = (embed_dim, ) * len(out_strides)
+            self.convs = None
+
+    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
+        feat = maps[self.taps[0]]
+        outs = []
+        for i, size in enumerate(_level_sizes(padded_hw, self.out_strides)):
+            level = feat if tuple(feat.shape[-2:]) == size else F.interpolate(feat, size=size, mode='nearest')
+            outs.append(self.convs[i](level) if self.convs is not None else level)
+        return outs
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al., 2022) from the last block's normed map.
+
+    Strides below the patch size are reached by stride-2 transposed convs (LayerNorm + GELU between two of them),
+    the patch stride is the identity, larger strides are max-pooled (``ceil_mode`` so odd grids keep their last
+    row). Every level then gets a 1x1 conv + LayerNorm + 3x3 conv + LayerNorm.
+
+    Args:
+        embed_dim (int): ViT width.
+        num_layers (int): ViT depth.
+        patch_size (int): ViT patch size (the stride of the tokens).
+        out_strides (Sequence[int]): Output strides; each a power-of-two multiple or fraction of ``patch_size``.
+        channels (int | Sequence[int], optional): Channels per level. Defaults to None, i.e. 256 (ViTDet).
+    """
+
+    def __init__(self, embed_dim: int, num_layers: int, patch_size: int, out_strides: Sequence[int], channels=None):
+        super().__init__()
+        self.out_strides = tuple(out_strides)
+        self.taps = (num_layers - 1, )
+        self.out_channels = _channels_per_level(channels, out_strides, lambda s: 256)
+        self.scales = nn.ModuleList()
+        for stride, out_c in zip(out_strides, self.out_channels):
+            ratio = math.log2(stride / patch_size)
+            if ratio != int(ratio):
+                raise ValueError(f'simple_fpn needs strides that are power-of-two multiples of the patch size '
+                                 f'{patch_size}, got {stride}')
+            layers: List[nn.Module] = []
+            dim = embed_dim
+            for k in range(max(0, -int(ratio))):
+                if k:
+                    layers += [LayerNorm2d(dim), nn.GELU()]
+                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
+                dim //= 2
+            if ratio > 0:
+                layers.append(nn.MaxPool2d(2**int(ratio), ceil_mode=True))
+            layers += [
+                nn.Conv2d(dim, out_c, 1, bias=False), LayerNorm2d(out_c),
+                nn.Conv2d(out_c, out_c, 3, padding=1, bias=False), LayerNorm2d(out_c)
+            ]
+            self.scales.append(nn.Sequential(*layers))
+
+    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
+        feat = maps[self.taps[0]]
+        return [scale(feat) for scale in self.scales]
+
+
+class MultiLayerPyramid(nn.Module):
+    """One block output per level, normed by the final norm, resized (bilinear) to the level's stride.
+
+    Args:
+        embed_dim (int): ViT width.
+        num_layers (int): ViT depth.
+        out_strides (Sequence[int]): Output strides.
+        layers (Sequence[int], optional): Block index (0-based) per level, finest stride first. Defaults to None,
+            i.e. evenly spaced ending at the last block (2, 5, 8, 11 for 12 blocks and 4 levels).
+        channels (int | Sequence[int], optional): 1x1-conv projection per level. Defaults to None (no projection,
+            ``embed_dim`` channels, no parameters).
+    """
+
+    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], layers=None, channels=None):
+        super().__init__()
+        self.out_strides = tuple(out_strides)
+        n = len(out_strides)
+        if layers is None:
+            layers = [math.ceil((i + 1) * num_layers / n) - 1 for i in range(n)]
+        self.taps = tuple(int(i) for i in layers)
+        if len(self.taps) != n or not all(0 <= i < num_layers for i in self.taps):
+            raise ValueError(f'layers {tuple(layers)} must give one block index in [0, {num_layers}) per stride '
+                             f'{tuple(out_strides)}')
+        if channels is None:
+            self.out_channels = (embed_dim, ) * n
+            self.convs = None
+        else:
+            self.out_channels = _channels_per_level(channels, out_strides, None)
+            self.convs = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in self.out_channels)
+
+    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
+        outs = []
+        for i, (tap, size) in enumerate(zip(self.taps, _level_sizes(padded_hw, self.out_strides))):
+            feat = maps[tap]
+            if tuple(feat.shape[-2:]) != size:
+                feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
+            outs.append(self.convs[i](feat) if self.convs is not None else feat)
+        return outs
+
+
+PYRAMIDS = {'paper': PaperPyramid, 'simple_fpn': SimpleFeaturePyramid, 'multilayer': MultiLayerPyramid}
+
+
+@MODELS.register_module()
+class DINOv3ViT(VFMBackbone):
+    """DINOv3 ViT with a multi-stride pyramid (``transformers``' ``DINOv3ViTModel`` inside, as ``self.vit``).
+
+    The input is the ImageNet-normalised image (B, 3, H, W) of any size: it is zero-padded at the bottom/right to a
+    multiple of the patch size (the reference instead resized to the next multiple of 16 and added 16 px when the
+    size was already divisible), and every output is cropped back to ``ceil(H / s) x ceil(W / s)``.
+
+    Only the blocks the pyramid reads are kept (a ``multilayer`` pyramid tapping block 8 of 12 drops blocks 9-11);
+    the checkpoint's keys for dropped blocks are left out on purpose.
+
+    RoPE: in training mode transformers' DINOv3 rescales the RoPE coordinates at random (``pos_embed_rescale=2.0``,
+    as in DINOv3's pretraining and in the reference's fine-tuning); pass ``arch=dict(preset=..,
+    pos_embed_rescale=None)`` to turn it off. A frozen backbone stays in eval mode, so it never jitters.
+
+    Args:
+        arch (str | dict): Preset (``'vits16'``, ``'vits16plus'``, ``'vitb16'``, ``'vitl16'``, ``'vith16plus'``,
+            ``'vit7b16'``) or a dict of ``DINOv3ViTConfig`` fields, optionally with ``preset=``. Defaults to
+            ``'vitb16'``.
+        pyramid (str | dict): ``'paper'``, ``'simple_fpn'`` or ``'multilayer'``, or a dict with ``type=`` one of
+            those plus its options (``channels``; ``project`` for paper; ``layers`` for multilayer). Defaults to
+            ``'paper'``.
+        out_strides (Sequence[int]): Output strides, strictly increasing. Defaults to ``(4, 8, 16, 32)``.
+        checkpoint (str, optional): A local Hugging Face folder (``save_pretrained`` layout) or Meta's DINOv3
+            ``.pth``; relative paths are also looked up in the repository root. None: random weights, with a
+            warning. Defaults to None.
+        frozen (bool): No gradients (``requires_grad=False``, forward under ``no_grad``), eval mode kept through
+            ``train()``. Defaults to False.
+        with_cp (bool): Gradient checkpointing of the ViT blocks (transformers' own) in training. Defaults to False.
+        init_cfg: Must be None (weights come from ``checkpoint``). Defaults to None.
+
+    Attributes:
+        out_strides (tuple[int, ...]): Strides of the outputs.
+        out_channels (tuple[int, ...]): Channels of the outputs.
+        embed_dim (int): ViT width.
+        patch_size (int): ViT patch size.
+
+    Example:
+        >>> from mmfusion.registry import MODELS
+        >>> backbone = MODELS.build(dict(type='mmfusion.DINOv3ViT', arch='vitb16', pyramid='paper',
+        ...                              checkpoint='checkpoints/dinov3-vitb16-pretrain-lvd1689m'))
+        >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 500, 750))]
+        [(1, 128, 125, 188), (1, 256, 63, 94), (1, 512, 32, 47), (1, 1024, 16, 24)]
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'vitb16',
+                 pyramid: Union[str, dict] = 'paper',
+                 out_strides: Sequence[int] = (4, 8, 16, 32),
+                 checkpoint: Optional[str] = None,
+                 frozen: bool = False,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(frozen=frozen, init_cfg=init_cfg)
+        self.arch = arch if isinstance(arch, str) else None
+        # Find the file before building the model: a wrong path should fail in milliseconds, not after a ViT-L init.
+        path = None if checkpoint is None else resolve_checkpoint(checkpoint, self._how_to_get())
+        config = dinov3_config(arch)
+        self.config = config
+        self.embed_dim = config.hidden_size
+        patch = config.patch_size
+        if not isinstance(patch, int):
+            if len(set(patch)) != 1:
+                raise ValueError(f'Only square patches are supported, got patch_size={patch}')
+            patch = patch[0]
+        self.patch_size = int(patch)
+        self.out_strides = check_strides(out_strides)
+        self.vit = DINOv3ViTModel(config)
+        self.pyramid = self._build_pyramid(pyramid, config)
+        self.out_channels = tuple(self.pyramid.out_channels)
+        self._taps = frozenset(self.pyramid.taps)
+        self._num_prefix = 1 + config.num_register_tokens
+        # Blocks past the deepest tap never run: drop them (no dead weights, no unused parameters under DDP).
+        self._num_blocks = max(self._taps) + 1
+        if self._num_blocks < config.num_hidden_layers:
+            self.vit.model.layer = self.vit.model.layer[:self._num_blocks]
+
+        if path is None:
+            self._warn_random(type(self).__name__, self._how_to_get())
+        else:
+            self.load_checkpoint(path)
+            self._checkpoint = path
+        if with_cp:
+            self.vit.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
+        if frozen and any(True for _ in self.pyramid.parameters()):
+            warnings.warn(f'DINOv3ViT is frozen but its pyramid {type(self.pyramid).__name__} has new, randomly '
+                          'initialised parameters that will never train; use pyramid=dict(type="paper", '
+                          'project=False) or dict(type="multilayer") for a parameter-free frozen pyramid',
+                          UserWarning, stacklevel=2)
+        self._set_frozen()
+
+    def _build_pyramid(self, pyramid: Union[str, dict], config: DINOv3ViTConfig) -> nn.Module:
+        cfg = dict(type=pyramid) if isinstance(pyramid, str) else dict(pyramid)
+        kind = cfg.pop('type', None)
+        if kind not in PYRAMIDS:
+            raise KeyError(f'Unknown pyramid {kind!r}; choose one of {sorted(PYRAMIDS)}')
+        common = dict(embed_dim=config.hidden_size, num_layers=config.num_hidden_layers, out_strides=self.out_strides)
+        if kind == 'simple_fpn':
+            common['patch_size'] = self.patch_size
+        return PYRAMIDS[kind](**common, **cfg)
+
+    def _how_to_get(self) -> str:
+        if self.arch in _HUB_IDS:
+            hub = _HUB_IDS[self.arch]
+            return (f'DINOv3 weights are gated (DINOv3 License): accept the terms at https://huggingface.co/{hub} '
+                    f'and run `huggingface-cli download {hub} --local-dir checkpoints/{hub.split("/")[1]}` (a Hugging '
+                    f'Face folder), or put Meta\'s {_META_FILES[self.arch]} (https://github.com/facebookresearch/'
+                    'dinov3, link sent after accepting the licence) in checkpoints/; a .pth is converted on load.')
+        return ('Pass a DINOv3 checkpoint: a Hugging Face save_pretrained folder or Meta\'s .pth (see '
+                'https://github.com/facebookresearch/dinov3).')
+
+    def load_checkpoint(self, checkpoint: str) -> LoadReport:
+        """Load a Hugging Face folder or Meta's ``.pth`` into ``self.vit`` (see :mod:`.checkpoint_io`).
+
+        Args:
+            checkpoint (str): Path of the folder or file.
+
+        Returns:
+            LoadReport: Keys loaded, missing (allowed), unexpected and skipped.
+
+        Raises:
+            FileNotFoundError: The path does not exist; the message says how to get the weights.
+            CheckpointMismatchError: Essential keys are missing or mis-shaped; all are named.
+            ValueError: The folder's ``config.json`` disagrees with ``arch`` on a field that changes the forward.
+        """
+        path = resolve_checkpoint(checkpoint, self._how_to_get())
+        if osp.isdir(path):
+            state, hf_config = read_hf_folder(path)
+            self._check_hf_config(hf_config, path)
+        else:
+            state = unwrap_state_dict(safe_load_file(path))
+        state = dinov3_to_hf(state)
+        own = self.vit.state_dict()
+        kept = self._num_blocks
+
+        def dropped_block(key: str) -> bool:
+            parts = key.split('.')
+            return key.startswith('model.layer.') and parts[2].isdigit() and int(parts[2]) >= kept
+
+        # The mask token only serves masked-image pretraining; an empty register-token tensor has nothing to load.
+        return load_into(self.vit, state, source=path, skip=dropped_block,
+                  optional=lambda k: k == 'embeddings.mask_token' or own[k].numel() == 0)
+
+    def _check_hf_config(self, hf_config: dict, path: str) -> None:
+        if not hf_config:
+            return
+        if hf_config.get('model_type', 'dinov3_vit') != 'dinov3_vit':
+            raise ValueError(f'{path} holds a {hf_config["model_type"]!r} model, not dinov3_vit')
+        ours = self.config.to_dict()
+        defaults = DINOv3ViTConfig().to_dict()
+        diff = [f'{k}: arch has {ours[k]!r}, config.json has {hf_config.get(k, defaults[k])!r}'
+                for k in _FORWARD_FIELDS if _norm(hf_config.get(k, defaults[k])) != _norm(ours[k])]
+        if diff:
+            raise ValueError(f'{path}/config.json does not match arch={self.arch or "dict"}: ' + '; '.join(diff))
+
+    def get_num_layers(self) -> int:
+        """Number of ViT blocks kept (for layer-wise learning-rate decay)."""
+        return len(self.vit.model.layer)
+
+    def get_layer_id(self, name: str) -> int:
+        """Depth of a parameter for layer-wise lr decay: 0 for the embeddings, ``i + 1`` for block ``i``, and
+        ``num_layers + 1`` for the rest (final norm, pyramid).
+
+        Args:
+            name (str): Parameter name relative to this module (``'vit.model.layer.3.mlp.up_proj.weight'``).
+        """
+        if name.startswith('vit.embeddings.'):
+            return 0
+        if name.startswith('vit.model.layer.'):
+            return int(name.split('.')[3]) + 1
+        return self.get_num_layers() + 1
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Pyramid of ``x``.
+
+        Args:
+            x (Tensor): (B, 3, H, W), ImageNet-normalised.
+
+        Returns:
+            tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry.
+        """
+        size = tuple(x.shape[-2:])
+        with self._grad_context():
+            padded = pad_to_multiple(x, self.patch_size)
+            maps = self.block_maps(padded)
+            outs = self.pyramid(maps, tuple(padded.shape[-2:]))
+            return tuple(crop_to_stride(o, size, s) for o, s in zip(outs, self.out_strides))
+
+    def block_maps(self, x: Tensor) -> Dict[int, Tensor]:
+        """The final-norm patch-token maps of the blocks the pyramid reads.
+
+        Args:
+            x (Tensor): (B, 3, H, W) with H, W multiples of the patch size.
+
+        Returns:
+            dict[int, Tensor]: Block index -> (B, embed_dim, H / patch, W / patch).
+        """
+        vit = self.vit
+        x = x.to(vit.embeddings.patch_embeddings.weight.dtype)
+        hidden = vit.embeddings(x)
+        rope = vit.rope_embeddings(x)
+        b, h, w = x.shape[0], x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        maps = {}
+        for i, layer in enumerate(vit.model.layer):
+            hidden = layer(hidden, position_embeddings=rope)
+            if i in self._taps:
+                tokens = vit.norm(hidden)[:, self._num_prefix:]
+                maps[i] = tokens.transpose(1, 2).reshape(b, -1, h, w)
+        return maps
+
+
+def _norm(value):
+    # config.json stores tuples as lists.
+    return tuple(value) if isinstance(value, (list, tuple)) else value

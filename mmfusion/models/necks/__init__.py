@@ -1,0 +1,3 @@
+from .metric_guided_neck import MetricGuidedNeck
+
+__all__ = ['MetricGuidedNeck']
