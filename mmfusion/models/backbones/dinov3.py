@@ -262,8 +262,9 @@ class DINOv3ViT(VFMBackbone):
     the checkpoint's keys for dropped blocks are left out on purpose.
 
     RoPE: in training mode transformers' DINOv3 rescales the RoPE coordinates at random (``pos_embed_rescale=2.0``,
-    as in DINOv3's pretraining and in the reference's fine-tuning); pass ``arch=dict(preset=..,
-    pos_embed_rescale=None)`` to turn it off. A frozen backbone stays in eval mode, so it never jitters.
+    the released config, as in DINOv3's pretraining), so a fine-tuned master gets this augmentation; pass
+    ``arch=dict(preset=..., pos_embed_rescale=None)`` to turn it off. A frozen backbone stays in eval mode, so it
+    never jitters.
 
     Args:
         arch (str | dict): Preset (``'vits16'``, ``'vits16plus'``, ``'vitb16'``, ``'vitl16'``, ``'vith16plus'``,
@@ -304,7 +305,7 @@ class DINOv3ViT(VFMBackbone):
                  with_cp: bool = False,
                  init_cfg=None):
         super().__init__(frozen=frozen, init_cfg=init_cfg)
-        self.arch = arch if isinstance(arch, str) else None
+        self.arch = arch if isinstance(arch, str) else arch.get('preset')
         # Find the file before building the model: a wrong path should fail in milliseconds, not after a ViT-L init.
         path = None if checkpoint is None else resolve_checkpoint(checkpoint, self._how_to_get())
         config = dinov3_config(arch)
@@ -457,7 +458,8 @@ class DINOv3ViT(VFMBackbone):
             hidden = layer(hidden, position_embeddings=rope)
             if i in self._taps:
                 tokens = vit.norm(hidden)[:, self._num_prefix:]
-                maps[i] = tokens.transpose(1, 2).reshape(b, -1, h, w)
+                # contiguous: the transposed view is channels-last, which halves the speed of the pyramid's convs.
+                maps[i] = tokens.transpose(1, 2).reshape(b, -1, h, w).contiguous()
         return maps
 
 

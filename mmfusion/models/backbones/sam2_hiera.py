@@ -94,7 +94,7 @@ class SAM2Hiera(VFMBackbone):
                  with_cp: bool = False,
                  init_cfg=None):
         super().__init__(frozen=frozen, init_cfg=init_cfg)
-        self.arch = arch if isinstance(arch, str) else None
+        self.arch = arch if isinstance(arch, str) else arch.get('preset')
         # Find the file before building the model: a wrong path should fail at once.
         path = None if checkpoint is None else resolve_checkpoint(checkpoint, self._how_to_get())
         trunk_cfg = self._trunk_cfg(arch)

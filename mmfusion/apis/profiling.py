@@ -1,0 +1,294 @@
+"""Reusable parts of the SC/EF encoder profiler (``tools/analysis/profile_vfm.py``) and of the SC/EF hook.
+
+Image loading, ImageNet normalisation, building and running an encoder, the PCA-RGB picture of a feature map, the
+SC/EF table and the SC/EF-vs-stride plot. The table and PCA-RGB helpers are plain numpy/torch; the encoder and
+dataset helpers import MMEngine when called.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmfusion.metrics.cluster import pca_fit
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg')
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+DEFAULT_STRIDES = (4, 8, 16, 32)
+CHECKPOINT_KEYS = ('checkpoint', 'pretrained', 'ckpt', 'ckpt_path', 'weights')
+
+
+class ProfileError(Exception):
+    """Bad profiler input; the message says what to fix."""
+
+
+# --- images --------------------------------------------------------------------------------------------------
+
+
+def list_images(folder: str, num: int | None = None) -> list[str]:
+    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
+    if not osp.isdir(folder):
+        raise ProfileError(f'image folder not found: {folder}; pass an existing folder to --images')
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
+    if not files:
+        raise ProfileError(f'no {"/".join(IMAGE_EXTS)} images in {folder}; put some there or pass another --images')
+    return [osp.join(folder, f) for f in files[:num]]
+
+
+def load_image(path: str, size: Sequence[int] | None = None) -> Tensor:
+    """Read an image as uint8 RGB (3, H, W), resized (bilinear) to ``size`` = (H, W) when given."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im = im.convert('RGB')
+            if size is not None:
+                im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except Exception as e:  # PIL raises several types for broken files
+        raise ProfileError(f'cannot read image {path} ({type(e).__name__}: {e}); remove or replace it') from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def dataset_image_paths(config: str, split: str = 'val', num: int | None = None) -> list[str]:
+    """Image paths of a dataset config's split (``{split}_dataloader.dataset``), in dataset order.
+
+    The dataset is built without its pipeline (only the annotation index is read), in the config's default scope.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, init_default_scope
+
+    if not osp.isfile(config):
+        raise ProfileError(f'dataset config not found: {config}; pass an existing file to --dataset-config')
+    cfg = Config.fromfile(config)
+    key = f'{split}_dataloader'
+    if key not in cfg or 'dataset' not in cfg[key]:
+        raise ProfileError(f'{config} has no {key}.dataset; choose another --split (train/val/test)')
+    ds_cfg = cfg[key]['dataset'].copy()
+    ds_cfg['pipeline'] = []
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    try:
+        dataset = DATASETS.build(ds_cfg)
+    except Exception as e:
+        raise ProfileError(f'cannot build the {split} dataset of {config} ({type(e).__name__}: {e}); '
+                           'check its data_root') from None
+    count = len(dataset) if num is None else min(num, len(dataset))
+    if count == 0:
+        raise ProfileError(f'the {split} dataset of {config} is empty; check its data_root and ann_file')
+    paths = []
+    for i in range(count):
+        info = dataset.get_data_info(i)
+        path = info.get('img_path') or info.get('filename')
+        if path is None:
+            raise ProfileError(f'the {split} dataset of {config} gives no img_path; use --images instead')
+        paths.append(path)
+    return paths
+
+
+def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """uint8 RGB (B, 3, H, W) -> float32 (x - mean) / std (ImageNet statistics on the 0-255 scale by default)."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return (images.float() - m) / s
+
+
+# --- encoders ------------------------------------------------------------------------------------------------
+
+
+def _set_nested(cfg: dict, dotted: str, value) -> None:
+    keys = dotted.split('.')
+    node = cfg
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
+    """The backbone config of an ``--encoder`` value.
+
+    Args:
+        spec (str): one of
+            - ``path/to/config.py`` (its ``backbone`` dict, else ``model.backbone``),
+            - ``path/to/config.py:dotted.key`` (the dict at that key, e.g. ``model.backbone.master``),
+            - a registered backbone type, e.g. ``mmfusion.DINOv3ViT``.
+        overrides (Mapping, optional): dotted keys relative to the backbone dict, e.g. ``{'checkpoint': 'x.pth'}``.
+
+    Returns:
+        dict: a plain dict with a ``type``.
+    """
+    path, key = spec, ''
+    if '.py:' in spec:
+        path, key = spec.split('.py:', 1)
+        path += '.py'
+    if path.endswith('.py'):
+        from mmengine.config import Config
+        if not osp.isfile(path):
+            raise ProfileError(f'encoder config not found: {path}; fix the --encoder value')
+        cfg = Config.fromfile(path).to_dict()
+        if key:
+            node = cfg
+            for k in key.split('.'):
+                if not isinstance(node, dict) or k not in node:
+                    raise ProfileError(f'{path} has no {key}; fix the part after ":" in --encoder')
+                node = node[k]
+        else:
+            node = cfg.get('backbone') or (cfg.get('model') or {}).get('backbone')
+        if not isinstance(node, dict) or 'type' not in node:
+            raise ProfileError(f'{path} holds no backbone dict with a type (looked at '
+                               f'{key or "backbone and model.backbone"}); name one with {path}:dotted.key')
+        out = dict(node)
+    else:
+        out = dict(type=spec)
+    for k, v in (overrides or {}).items():
+        _set_nested(out, k, v)
+    return out
+
+
+def check_checkpoints(name: str, cfg: Mapping, prefix: str = '') -> None:
+    """Raise :class:`ProfileError` for a local checkpoint path in ``cfg`` (any depth) that does not exist."""
+    for key, val in cfg.items():
+        where = f'{prefix}{key}'
+        if isinstance(val, Mapping):
+            check_checkpoints(name, val, where + '.')
+        elif key in CHECKPOINT_KEYS and isinstance(val, str) and '://' not in val and not osp.exists(val):
+            raise ProfileError(f'checkpoint of encoder {name} not found: {val}; download it or set '
+                               f'--cfg-options {name}.{where}=PATH')
+
+
+def build_encoder(name: str, cfg: dict):
+    """Build a backbone from the model registry (mmfusion's, reaching mmdet/mmseg/mmpretrain types by scope)."""
+    from mmfusion.registry import MODELS
+
+    check_checkpoints(name, cfg)
+    try:
+        model = MODELS.build(cfg)
+    except KeyError as e:
+        if 'registry' in str(e) or 'not in the' in str(e):
+            raise ProfileError(f'unknown encoder type {cfg.get("type")!r} for {name}: give a config file, a '
+                               'registered backbone type (e.g. mmfusion.DINOv3ViT), or register yours with '
+                               '--custom-imports') from None
+        raise ProfileError(f'cannot build encoder {name}: {type(e).__name__}: {e}') from None
+    except FileNotFoundError as e:
+        raise ProfileError(f'encoder {name}: {e}') from None
+    except Exception as e:
+        raise ProfileError(f'cannot build encoder {name} ({type(e).__name__}: {e}); fix its config or '
+                           '--cfg-options') from None
+    if hasattr(model, 'init_weights') and not getattr(model, '_is_init', False):
+        try:
+            model.init_weights()
+        except FileNotFoundError as e:
+            raise ProfileError(f'encoder {name}: {e}') from None
+    return model.eval()
+
+
+def encoder_strides(model) -> tuple[int, ...]:
+    """The backbone's ``out_strides``, (4, 8, 16, 32) when it does not say."""
+    return tuple(int(s) for s in getattr(model, 'out_strides', DEFAULT_STRIDES))
+
+
+@torch.no_grad()
+def extract_features(model, images: Tensor, strides: Sequence[int]) -> list[Tensor]:
+    """Run ``model`` on normalised ``images`` (uint8 (B, 3, H, W) on the model's device); maps ordered by stride."""
+    out = model(normalize(images))
+    if isinstance(out, Tensor):
+        out = (out, )
+    if isinstance(out, Mapping):
+        out = [out[s] for s in strides]
+    out = [o for o in out if isinstance(o, Tensor) and o.dim() == 4]
+    if len(out) != len(strides):
+        raise ProfileError(f'the encoder returned {len(out)} feature maps for out_strides {tuple(strides)}; set '
+                           'out_strides to match its outputs')
+    return out
+
+
+# --- pictures and tables -------------------------------------------------------------------------------------
+
+
+def pca_rgb(feat: Tensor, size: Sequence[int] | None = None, seed: int = 0) -> np.ndarray:
+    """Picture of a (C, H, W) feature map: its first three principal components as R, G, B.
+
+    Each component is stretched between its 1st and 99th percentile; missing components (C < 3, constant maps)
+    stay black.
+
+    Args:
+        feat (Tensor): (C, H, W) features, any device and floating dtype.
+        size (Sequence[int], optional): (H, W) of the picture (nearest upsampling). Defaults to the map size.
+        seed (int): seed of the PCA solver. Defaults to 0.
+
+    Returns:
+        np.ndarray: (H, W, 3) uint8.
+    """
+    feat = torch.nan_to_num(feat.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
+    c, h, w = feat.shape
+    x = feat.reshape(c, -1).t()[None]  # (1, HW, C)
+    rgb = torch.zeros(h * w, 3)
+    if h * w > 1 and float(x.var(dim=1).sum()) > 0:
+        mean, axes = pca_fit(x, min(3, c, h * w), seed=seed)
+        comps = ((x - mean) @ axes)[0]  # (HW, k)
+        lo = torch.quantile(comps, 0.01, dim=0)
+        hi = torch.quantile(comps, 0.99, dim=0)
+        scale = torch.where(hi - lo > 1e-12, hi - lo, torch.ones_like(hi))
+        rgb[:, :comps.shape[1]] = ((comps - lo) / scale).clamp(0, 1) * (hi - lo > 1e-12)
+    img = (rgb.view(h, w, 3) * 255).round().to(torch.uint8)
+    if size is not None and tuple(size) != (h, w):
+        img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None].float(), size=tuple(size),
+                                              mode='nearest')[0].permute(1, 2, 0).to(torch.uint8)
+    return img.numpy()
+
+
+def save_png(path: str, array: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 array as PNG, creating the folder."""
+    from PIL import Image
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def format_profile_table(profiles: Mapping[str, Mapping[int, Mapping[str, float]]],
+                         metrics: Sequence[str] = ('SC', 'EF')) -> str:
+    """The SPEC §4 table: one row per encoder and metric, one column per stride (SC 2 decimals, EF 2 decimals)."""
+    strides = sorted({int(s) for prof in profiles.values() for s in prof})
+    name_w = max([len('Encoder')] + [len(n) for n in profiles])
+    head = f'{"Encoder":<{name_w}}  {"Metric":<6}' + ''.join(f'{"OS" + str(s):>9}' for s in strides)
+    lines = [head, '-' * len(head)]
+    for name, prof in profiles.items():
+        by_int = {int(s): v for s, v in prof.items()}
+        for metric in metrics:
+            cells = ''.join(f'{by_int[s][metric]:>9.2f}' if s in by_int and metric in by_int[s] else f'{"-":>9}'
+                            for s in strides)
+            lines.append(f'{name:<{name_w}}  {metric:<6}{cells}')
+    return '\n'.join(lines)
+
+
+def plot_profiles(profiles: Mapping[str, Mapping[int, Mapping[str, float]]], path: str,
+                  metrics: Sequence[str] = ('SC', 'EF')) -> None:
+    """SC and EF against stride, one line per encoder, one subplot per metric, saved as PNG (Agg backend)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6))
+    axes = np.atleast_1d(axes)
+    strides = sorted({int(s) for prof in profiles.values() for s in prof})
+    for ax, metric in zip(axes, metrics):
+        for name, prof in profiles.items():
+            xs = sorted(int(s) for s in prof)
+            by_int = {int(s): v for s, v in prof.items()}
+            ax.plot(xs, [by_int[s][metric] for s in xs], marker='o', label=name)
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(strides, [f'OS{s}' for s in strides])
+        ax.minorticks_off()
+        ax.set_xlabel('output stride')
+        ax.set_ylabel(metric + (' (0-100)' if metric == 'EF' else ''))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""tools/analysis/profile_vfm.py end to end on stand-in backbones (tests/_stubs.py) and generated images."""
+import csv
+import importlib.util
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tests._stubs  # noqa: F401  (registers StubPyramid)
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(ROOT, 'tools', 'analysis', 'profile_vfm.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('profile_vfm', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('images')
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = np.zeros((48, 80, 3), dtype=np.uint8)
+        img[10:30, 20 + 10 * i:60] = rng.integers(0, 255, 3)
+        img += rng.integers(0, 20, img.shape, dtype=np.uint8)
+        Image.fromarray(img).save(folder / f'{i:02d}.png' if i else folder / f'{i:02d}.jpg')
+    (folder / 'notes.txt').write_text('not an image')
+    return str(folder)
+
+
+def base_args(image_dir, out_dir, *extra):
+    return ['--images', image_dir, '--size', '64', '64', '--device', 'cpu', '--threads', '1', '--out-dir',
+            str(out_dir), '--encoder', 'a=StubPyramid', '--encoder', 'b=mmfusion.StubPyramid', '--cfg-options',
+            'b.channels=[8,8,8,8]', *extra]
+
+
+def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path, capsys):
+    base_cfg = tmp_path / 'base.py'
+    base_cfg.write_text("model = dict(type='Fused', neck=dict(type='MetricGuidedNeck', inject_stride=8))\n")
+    emitted = tmp_path / 'configs' / 'fused.py'
+    out = tmp_path / 'out'
+    result = tool.main(base_args(image_dir, out, '--num-vis', '2', '--emit-config', str(emitted), '--base-config',
+                                 str(base_cfg)))
+
+    doc = json.load(open(out / 'profile.json'))
+    assert set(doc['encoders']) == {'a', 'b'}
+    for entry in doc['encoders'].values():
+        assert entry['strides'] == [4, 8, 16, 32]
+        for key in ('SC', 'EF', 'SFC', 'SCS', 'EC', 'NC', 'FC', 'SP', 'r_tau'):
+            assert len(entry[key]) == 4 and all(np.isfinite(entry[key]))
+    sel = doc['selection']
+    assert sel == result['selection'] and {sel['master'], sel['auxiliary']} == {'a', 'b'}
+    assert sel['inject_stride'] in (4, 8, 16, 32)
+    assert doc['meta']['num_images'] == 3 and doc['meta']['size'] == [64, 64]
+
+    rows = list(csv.DictReader(open(out / 'profile.csv')))
+    assert len(rows) == 8 and {r['encoder'] for r in rows} == {'a', 'b'}
+    assert Image.open(out / 'profile.png').format == 'PNG'
+    for name in ('a', 'b'):
+        for s in (4, 8, 16, 32):
+            for i in (0, 1):
+                assert Image.open(out / 'pca' / f'{name}_os{s}_img{i}.png').size == (64, 64)
+    assert not (out / 'pca' / 'a_os4_img2.png').exists()
+
+    printed = capsys.readouterr().out
+    assert 'OS16' in printed and f"master = {sel['master']}" in printed and f"s* = OS{sel['inject_stride']}" in printed
+
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(emitted))
+    assert cfg.model.neck.inject_stride == sel['inject_stride'] and cfg.model.neck.type == 'MetricGuidedNeck'
+    assert f"auxiliary: {sel['auxiliary']}" in emitted.read_text()
+
+
+def test_profile_is_reproducible(tool, image_dir, tmp_path):
+    first = tool.main(base_args(image_dir, tmp_path / 'x', '--num-vis', '0'))
+    second = tool.main(base_args(image_dir, tmp_path / 'y', '--num-vis', '0', '--batch-size', '2'))
+    for name in ('a', 'b'):
+        for s in (4, 8, 16, 32):
+            for key, val in first['profiles'][name][s].items():
+                assert second['profiles'][name][s][key] == pytest.approx(val, abs=1e-4)
+
+
+def run_error(tool, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tool.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1]
+
+
+def test_empty_folder_stops_with_a_one_line_error(tool, tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    msg = run_error(tool, base_args(str(tmp_path / 'empty'), tmp_path / 'o'), capsys)
+    assert msg.startswith('profile_vfm.py: error: no .png/.jpg/.jpeg images in') and 'empty' in msg
+
+
+def test_unreadable_image_stops_with_a_one_line_error(tool, tmp_path, capsys):
+    (tmp_path / 'imgs').mkdir()
+    (tmp_path / 'imgs' / 'broken.png').write_bytes(b'not a png at all')
+    msg = run_error(tool, base_args(str(tmp_path / 'imgs'), tmp_path / 'o'), capsys)
+    assert 'cannot read image' in msg and 'broken.png' in msg and 'remove or replace it' in msg
+
+
+def test_unknown_encoder_stops_with_a_one_line_error(tool, image_dir, tmp_path, capsys):
+    argv = ['--images', image_dir, '--size', '64', '64', '--device', 'cpu', '--out-dir', str(tmp_path),
+            '--encoder', 'x=NoSuchBackbone']
+    msg = run_error(tool, argv, capsys)
+    assert "unknown encoder type 'NoSuchBackbone' for x" in msg
+
+
+def test_missing_checkpoint_stops_with_a_one_line_error(tool, image_dir, tmp_path, capsys):
+    argv = base_args(image_dir, tmp_path / 'o')
+    argv[-1] = "b.init_cfg={'type':'Pretrained','checkpoint':'/nowhere/ckpt.pth'}"
+    msg = run_error(tool, argv, capsys)
+    assert 'checkpoint of encoder b not found: /nowhere/ckpt.pth' in msg and 'b.init_cfg.checkpoint=PATH' in msg
+
+
+def test_encoder_from_a_config_file_key(tool, image_dir, tmp_path, capsys):
+    cfg = tmp_path / 'enc.py'
+    cfg.write_text("model = dict(backbone=dict(master=dict(type='StubPyramid', out_strides=(8, 16))))\n")
+    argv = ['--images', image_dir, '--size', '64', '64', '--device', 'cpu', '--threads', '1', '--num-vis', '0',
+            '--out-dir', str(tmp_path / 'o'), '--encoder', f'm={cfg}:model.backbone.master']
+    result = tool.main(argv)
+    assert list(result['profiles']['m']) == [8, 16] and result['selection'] is None
+    assert 'profile at least two encoders' in capsys.readouterr().out
+    msg = run_error(tool, argv[:-1] + [f'm={cfg}'], capsys)
+    assert 'holds no backbone dict' in msg
+
+
+def test_emit_config_needs_a_base_config(tool, image_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tool.main(base_args(image_dir, tmp_path, '--emit-config', str(tmp_path / 'c.py')))
+    assert '--emit-config needs --base-config' in capsys.readouterr().err
