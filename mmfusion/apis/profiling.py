@@ -31,7 +31,12 @@ class ProfileError(Exception):
 
 
 def list_images(folder: str, num: int | None = None) -> list[str]:
-    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
+    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name.
+
+    Args:
+        folder (str): image folder.
+        num (int, optional): keep the first ``num``. Defaults to None (all).
+    """
     if not osp.isdir(folder):
         raise ProfileError(f'image folder not found: {folder}; pass an existing folder to --images')
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
@@ -41,7 +46,12 @@ def list_images(folder: str, num: int | None = None) -> list[str]:
 
 
 def load_image(path: str, size: Sequence[int] | None = None) -> Tensor:
-    """Read an image as uint8 RGB (3, H, W), resized (bilinear) to ``size`` = (H, W) when given."""
+    """Read an image as uint8 RGB (3, H, W).
+
+    Args:
+        path (str): image file.
+        size (Sequence[int], optional): (H, W) to resize to (bilinear). Defaults to None (as stored).
+    """
     from PIL import Image
     try:
         with Image.open(path) as im:
@@ -58,6 +68,11 @@ def dataset_image_paths(config: str, split: str = 'val', num: int | None = None)
     """Image paths of a dataset config's split (``{split}_dataloader.dataset``), in dataset order.
 
     The dataset is built without its pipeline (only the annotation index is read), in the config's default scope.
+
+    Args:
+        config (str): a config with ``{split}_dataloader.dataset``.
+        split (str): ``train``, ``val`` or ``test``. Defaults to ``'val'``.
+        num (int, optional): keep the first ``num``. Defaults to None (all).
     """
     from mmengine.config import Config
     from mmengine.registry import DATASETS, init_default_scope
@@ -90,7 +105,13 @@ def dataset_image_paths(config: str, split: str = 'val', num: int | None = None)
 
 
 def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """uint8 RGB (B, 3, H, W) -> float32 (x - mean) / std (ImageNet statistics on the 0-255 scale by default)."""
+    """uint8 RGB -> float32 (x - mean) / std.
+
+    Args:
+        images (Tensor): (B, 3, H, W) uint8.
+        mean (Sequence[float]): per-channel mean, 0-255 scale. Defaults to ImageNet's.
+        std (Sequence[float]): per-channel std, 0-255 scale. Defaults to ImageNet's.
+    """
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     return (images.float() - m) / s
@@ -151,7 +172,13 @@ def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
 
 
 def check_checkpoints(name: str, cfg: Mapping, prefix: str = '') -> None:
-    """Raise :class:`ProfileError` for a local checkpoint path in ``cfg`` (any depth) that does not exist."""
+    """Raise :class:`ProfileError` for a local checkpoint path in ``cfg`` (any depth) that does not exist.
+
+    Args:
+        name (str): encoder name, for the message.
+        cfg (Mapping): backbone config; keys named like :data:`CHECKPOINT_KEYS` are checked (URLs are not).
+        prefix (str): dotted path of ``cfg`` in the encoder config. Defaults to ''.
+    """
     for key, val in cfg.items():
         where = f'{prefix}{key}'
         if isinstance(val, Mapping):
@@ -162,7 +189,15 @@ def check_checkpoints(name: str, cfg: Mapping, prefix: str = '') -> None:
 
 
 def build_encoder(name: str, cfg: dict):
-    """Build a backbone from the model registry (mmfusion's, reaching mmdet/mmseg/mmpretrain types by scope)."""
+    """Build a backbone from the model registry (mmfusion's, reaching mmdet/mmseg/mmpretrain types by scope).
+
+    Args:
+        name (str): encoder name, for messages.
+        cfg (dict): backbone config with a ``type``.
+
+    Returns:
+        nn.Module: the backbone in eval mode.
+    """
     from mmfusion.registry import MODELS
 
     check_checkpoints(name, cfg)
@@ -179,22 +214,38 @@ def build_encoder(name: str, cfg: dict):
     except Exception as e:
         raise ProfileError(f'cannot build encoder {name} ({type(e).__name__}: {e}); fix its config or '
                            '--cfg-options') from None
-    if hasattr(model, 'init_weights') and not getattr(model, '_is_init', False):
+    # OpenMMLab backbones load pretrained weights through init_cfg in init_weights(); mmfusion's VFM backbones load
+    # their checkpoint when built, so init_weights() runs only when an init_cfg asks for it.
+    if cfg.get('init_cfg') and hasattr(model, 'init_weights'):
         try:
             model.init_weights()
-        except FileNotFoundError as e:
-            raise ProfileError(f'encoder {name}: {e}') from None
+        except Exception as e:
+            raise ProfileError(f'cannot initialise encoder {name} ({type(e).__name__}: {e}); fix its init_cfg') \
+                from None
     return model.eval()
 
 
 def encoder_strides(model) -> tuple[int, ...]:
-    """The backbone's ``out_strides``, (4, 8, 16, 32) when it does not say."""
+    """The backbone's ``out_strides``, (4, 8, 16, 32) when it does not say.
+
+    Args:
+        model (nn.Module): the backbone.
+    """
     return tuple(int(s) for s in getattr(model, 'out_strides', DEFAULT_STRIDES))
 
 
 @torch.no_grad()
 def extract_features(model, images: Tensor, strides: Sequence[int]) -> list[Tensor]:
-    """Run ``model`` on normalised ``images`` (uint8 (B, 3, H, W) on the model's device); maps ordered by stride."""
+    """Run ``model`` on the ImageNet-normalised images.
+
+    Args:
+        model (nn.Module): backbone returning a tuple (or a stride-keyed dict) of (B, C, H, W) maps.
+        images (Tensor): uint8 (B, 3, H, W) on the model's device.
+        strides (Sequence[int]): the strides the maps must match.
+
+    Returns:
+        list[Tensor]: the maps, ordered like ``strides``.
+    """
     out = model(normalize(images))
     if isinstance(out, Tensor):
         out = (out, )
@@ -243,7 +294,12 @@ def pca_rgb(feat: Tensor, size: Sequence[int] | None = None, seed: int = 0) -> n
 
 
 def save_png(path: str, array: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 array as PNG, creating the folder."""
+    """Write an image as PNG, creating the folder.
+
+    Args:
+        path (str): output file.
+        array (np.ndarray): (H, W, 3) uint8.
+    """
     from PIL import Image
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     Image.fromarray(array).save(path)
@@ -251,7 +307,15 @@ def save_png(path: str, array: np.ndarray) -> None:
 
 def format_profile_table(profiles: Mapping[str, Mapping[int, Mapping[str, float]]],
                          metrics: Sequence[str] = ('SC', 'EF')) -> str:
-    """The SPEC §4 table: one row per encoder and metric, one column per stride (SC 2 decimals, EF 2 decimals)."""
+    """The SPEC §4 table: one row per encoder and metric, one column per stride, 2 decimals.
+
+    Args:
+        profiles (Mapping): encoder -> stride -> metrics.
+        metrics (Sequence[str]): rows per encoder. Defaults to ('SC', 'EF').
+
+    Returns:
+        str: the table, lines joined by newlines.
+    """
     strides = sorted({int(s) for prof in profiles.values() for s in prof})
     name_w = max([len('Encoder')] + [len(n) for n in profiles])
     head = f'{"Encoder":<{name_w}}  {"Metric":<6}' + ''.join(f'{"OS" + str(s):>9}' for s in strides)
@@ -267,7 +331,13 @@ def format_profile_table(profiles: Mapping[str, Mapping[int, Mapping[str, float]
 
 def plot_profiles(profiles: Mapping[str, Mapping[int, Mapping[str, float]]], path: str,
                   metrics: Sequence[str] = ('SC', 'EF')) -> None:
-    """SC and EF against stride, one line per encoder, one subplot per metric, saved as PNG (Agg backend)."""
+    """SC and EF against stride, one line per encoder, one subplot per metric, saved as PNG (Agg backend).
+
+    Args:
+        profiles (Mapping): encoder -> stride -> metrics.
+        path (str): output PNG; parent folders are created.
+        metrics (Sequence[str]): one subplot each. Defaults to ('SC', 'EF').
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

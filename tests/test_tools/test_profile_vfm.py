@@ -51,7 +51,9 @@ def base_args(image_dir, out_dir, *extra):
 
 def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path, capsys):
     base_cfg = tmp_path / 'base.py'
-    base_cfg.write_text("model = dict(type='Fused', neck=dict(type='MetricGuidedNeck', inject_stride=8))\n")
+    base_cfg.write_text("model = dict(type='Fused', backbone=dict(type='MasterAux', aux_strides=(16, )),\n"
+                        "             neck=dict(type='MetricGuidedNeck', aux_channels=(3, ), aux_strides=(16, ),\n"
+                        "                       inject_stride=16))\n")
     emitted = tmp_path / 'configs' / 'fused.py'
     out = tmp_path / 'out'
     result = tool.main(base_args(image_dir, out, '--num-vis', '2', '--emit-config', str(emitted), '--base-config',
@@ -82,7 +84,12 @@ def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path
 
     from mmengine.config import Config
     cfg = Config.fromfile(str(emitted))
-    assert cfg.model.neck.inject_stride == sel['inject_stride'] and cfg.model.neck.type == 'MetricGuidedNeck'
+    s_star = sel['inject_stride']
+    assert cfg.model.neck.inject_stride == s_star and cfg.model.neck.type == 'MetricGuidedNeck'
+    assert cfg.model.neck.aux_strides == (s_star, ) and cfg.model.backbone.aux_strides == (s_star, )
+    aux_channels = {'a': dict(zip((4, 8, 16, 32), (4, 8, 16, 32))), 'b': dict.fromkeys((4, 8, 16, 32), 8)}
+    assert cfg.model.neck.aux_channels == (aux_channels[sel['auxiliary']][s_star], )
+    assert doc['meta']['channels'][sel['auxiliary']][str(s_star)] == aux_channels[sel['auxiliary']][s_star]
     assert f"auxiliary: {sel['auxiliary']}" in emitted.read_text()
 
 
@@ -124,8 +131,7 @@ def test_unknown_encoder_stops_with_a_one_line_error(tool, image_dir, tmp_path, 
 
 
 def test_missing_checkpoint_stops_with_a_one_line_error(tool, image_dir, tmp_path, capsys):
-    argv = base_args(image_dir, tmp_path / 'o')
-    argv[-1] = "b.init_cfg={'type':'Pretrained','checkpoint':'/nowhere/ckpt.pth'}"
+    argv = base_args(image_dir, tmp_path / 'o', 'b.init_cfg.type=Pretrained', 'b.init_cfg.checkpoint=/nowhere/ckpt.pth')
     msg = run_error(tool, argv, capsys)
     assert 'checkpoint of encoder b not found: /nowhere/ckpt.pth' in msg and 'b.init_cfg.checkpoint=PATH' in msg
 

@@ -1,0 +1,145 @@
+"""Input checks shared by the metric functions (plain PyTorch)."""
+import warnings
+
+import torch
+from torch import Tensor
+
+
+def as_feature(feat: Tensor, name: str = 'feat') -> tuple[Tensor, Tensor]:
+    """Validate a (B, C, H, W) feature map and bring it to float32.
+
+    Non-finite values cannot be scored: the affected images are flagged, their values are replaced by zeros so the
+    batched computation stays finite, and the caller sets their metrics to 0. A ``RuntimeWarning`` says so.
+
+    Args:
+        feat (Tensor): feature map of shape (B, C, H, W), any floating dtype, any memory layout.
+        name (str): name used in error messages. Defaults to ``'feat'``.
+
+    Returns:
+        tuple[Tensor, Tensor]: the float32 contiguous features and a (B,) bool mask of the images that held NaN/inf.
+    """
+    if not isinstance(feat, Tensor):
+        raise ValueError(f'{name} must be a torch.Tensor of shape (B, C, H, W), got {type(feat).__name__}.')
+    if feat.dim() != 4:
+        raise ValueError(f'{name} must have shape (B, C, H, W), got {tuple(feat.shape)}; '
+                         'add a batch axis with feat[None] for a single map.')
+    if not feat.is_floating_point():
+        raise ValueError(f'{name} must be a floating tensor (float16/bfloat16/float32/float64), got {feat.dtype}; '
+                         'cast it with .float().')
+    if min(feat.shape) == 0:
+        raise ValueError(f'{name} has an empty dimension: {tuple(feat.shape)}.')
+    feat = feat.detach().float().contiguous()
+    # A sum propagates NaN and inf and is the cheapest full reduction; only a non-finite sum needs a closer look.
+    suspect = ~torch.isfinite(feat.view(feat.shape[0], -1).sum(dim=1))
+    bad = torch.zeros_like(suspect)
+    if bool(suspect.any()):
+        bad = suspect & ~torch.isfinite(feat).flatten(1).all(dim=1)
+        huge = suspect & ~bad
+        if bool(huge.any()):
+            # Finite values so large that sums overflow: every metric is invariant to a positive global scale of an
+            # image's features, so bring them to max |x| = 1.
+            scale = feat.abs().flatten(1).amax(dim=1).clamp_min(1e-30)
+            feat = torch.where(huge.view(-1, 1, 1, 1), feat / scale.view(-1, 1, 1, 1), feat)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()
+        warnings.warn(f'{name} holds NaN/inf values in image(s) {idx}; their metrics are set to 0.',
+                      RuntimeWarning, stacklevel=3)
+        feat = torch.where(torch.isfinite(feat), feat, torch.zeros((), dtype=feat.dtype, device=feat.device))
+    return feat, bad
+
+
+def as_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Validate a uint8 RGB image batch and return it as float32 in [0, 1] on ``device``.
+
+    Args:
+        image (Tensor): uint8 RGB of shape (B, 3, H0, W0) or (3, H0, W0); a single image is shared by the batch.
+        batch_size (int): the feature batch size B the image must match.
+        device (torch.device): device of the features.
+
+    Returns:
+        Tensor: (B, 3, H0, W0) float32 in [0, 1].
+    """
+    if not isinstance(image, Tensor):
+        raise ValueError(f'image must be a uint8 torch.Tensor (B, 3, H0, W0), got {type(image).__name__}.')
+    if image.dtype != torch.uint8:
+        raise ValueError(f'image must be uint8 RGB in [0, 255], got {image.dtype}; pass the raw image, e.g. '
+                         '(img * 255).round().clamp(0, 255).to(torch.uint8) for a [0, 1] float image.')
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f'image must have shape (B, 3, H0, W0) or (3, H0, W0), got {tuple(image.shape)}; '
+                         'channel-last images need .permute(0, 3, 1, 2).')
+    if image.shape[0] == 1 and batch_size > 1:
+        image = image.expand(batch_size, -1, -1, -1)
+    if image.shape[0] != batch_size:
+        raise ValueError(f'image batch size {image.shape[0]} does not match the feature batch size {batch_size}; '
+                         'pass one image per feature map.')
+    if image.shape[2] == 0 or image.shape[3] == 0:
+        raise ValueError(f'image is empty: {tuple(image.shape)}.')
+    return image.to(device=device, dtype=torch.float32) / 255.0
+
+
+def zscore(x: Tensor, dim, unbiased: bool = True, min_std: float = 1e-6) -> Tensor:
+    """Z-score ``x`` along ``dim`` with the standard deviation clamped from below.
+
+    Args:
+        x (Tensor): input.
+        dim (int | tuple[int]): reduction dimension(s).
+        unbiased (bool): Bessel-corrected std. Defaults to True. A single element gives std 0 (clamped).
+        min_std (float): lower bound of the std. Defaults to 1e-6.
+    """
+    mean = x.mean(dim=dim, keepdim=True)
+    numel = 1
+    for d in (dim if isinstance(dim, (tuple, list)) else (dim, )):
+        numel *= x.shape[d]
+    var = (x - mean).pow(2).sum(dim=dim, keepdim=True) / max(numel - (1 if unbiased else 0), 1)
+    return (x - mean) / var.sqrt().clamp_min(min_std)
+
+
+def channel_chunks(feat: Tensor, max_elems: int = 1 << 18):
+    """Yield channel slices of a (B, C, H, W) tensor of about ``max_elems`` elements each.
+
+    Full-size temporaries of a large feature map (tens of MB) cost more than the arithmetic on CPU (each fresh
+    allocation is page-faulted in); chunks small enough to be recycled by the allocator avoid that.
+
+    Args:
+        feat (Tensor): (B, C, H, W).
+        max_elems (int): elements per chunk (at least one channel). Defaults to 2**18.
+    """
+    b, c, h, w = feat.shape
+    step = max(1, max_elems // max(1, b * h * w))
+    for i in range(0, c, step):
+        yield feat[:, i:i + step]
+
+
+def channel_stats(x: Tensor, unbiased: bool = False, max_elems: int = 1 << 18) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each row of a (B, C, N) tensor, two-pass (no cancellation), in row chunks.
+
+    Args:
+        x (Tensor): (B, C, N).
+        unbiased (bool): Bessel-corrected std. Defaults to False.
+        max_elems (int): elements per chunk. Defaults to 2**18.
+
+    Returns:
+        tuple[Tensor, Tensor]: mean and std, (B, C, 1) each.
+    """
+    b, c, n = x.shape
+    mean = x.mean(dim=-1, keepdim=True)
+    sq = torch.empty_like(mean)
+    step = max(1, max_elems // max(1, b * n))
+    for i in range(0, c, step):
+        d = x[:, i:i + step] - mean[:, i:i + step]
+        sq[:, i:i + step] = torch.einsum('bcn,bcn->bc', d, d).unsqueeze(-1)
+    return mean, (sq / max(n - (1 if unbiased else 0), 1)).sqrt()
+
+
+def zero_bad(out: dict, bad: Tensor) -> dict:
+    """Set every (B,) entry of ``out`` to 0 where ``bad`` is True.
+
+    Args:
+        out (dict): metric name -> (B,) tensor.
+        bad (Tensor): (B,) bool, the images to zero.
+    """
+    if bool(bad.any()):
+        out = {k: torch.where(bad, torch.zeros_like(v), v) for k, v in out.items()}
+    return out
