@@ -82,14 +82,20 @@ def encoder_configs(weights: dict, smoke: bool) -> dict:
     return out
 
 
-def fusion_options(selection: dict, aux_channels: dict, encoders: dict) -> dict:
-    """Config updates that apply the profile's s* and this run's encoder settings to the demo config."""
+def fusion_options(profile: dict, aux_channels: dict, encoders: dict) -> tuple:
+    """Config updates that apply the profile's s* and this run's encoder settings to the demo config.
+
+    Returns (updates, stride). The demo trains the paper's pairing (DINOv3 master, SAM2 auxiliary); when the profile
+    ranks the pair the other way (it can with random weights), s* is still SAM2's EF peak, the auxiliary used.
+    """
+    selection = profile['selection']
     stride = selection['inject_stride']
-    roles = {'master': selection['master'], 'auxiliary': selection['auxiliary']}
-    if roles != {'master': 'dinov3', 'auxiliary': 'sam2'}:
-        print(f'note: the profile ranks {roles["master"]} as master and {roles["auxiliary"]} as auxiliary. With '
-              'random weights a profile says nothing about the encoders; the demo keeps the paper\'s D3S2 pairing '
-              'and uses the profile only for s*.')
+    if (selection['master'], selection['auxiliary']) != ('dinov3', 'sam2'):
+        ef = dict(zip(profile['encoders']['sam2']['strides'], profile['encoders']['sam2']['EF']))
+        stride = max(ef, key=ef.get)
+        print(f'note: the profile ranks {selection["master"]} as master and {selection["auxiliary"]} as auxiliary. '
+              'With random weights a profile says little about the encoders; the demo keeps the paper\'s D3S2 '
+              f'pairing and injects SAM2 at its EF peak, OS{stride}.')
     return {
         'model.backbone.aux_strides': (stride, ),
         'model.neck.aux_strides': (stride, ),
@@ -97,7 +103,7 @@ def fusion_options(selection: dict, aux_channels: dict, encoders: dict) -> dict:
         'model.neck.inject_stride': stride,
         'model.backbone.master': dict(encoders['dinov3'], _delete_=True),
         'model.backbone.auxiliary': dict(encoders['sam2'], _delete_=True),
-    }
+    }, stride
 
 
 def parse_args(argv=None):
@@ -200,7 +206,8 @@ def main(argv=None) -> dict:
     # 3. train
     banner(f'3/5 training the fused model for {iters} iterations (tools/train.py, {osp.relpath(DEMO_CONFIG, ROOT)})')
     train_dir = osp.join(out, 'train')
-    cfg.merge_from_dict(fusion_options(selection, aux_channels, encoders))
+    updates, stride = fusion_options(profile, aux_channels, encoders)
+    cfg.merge_from_dict(updates)
     cfg.dump(cfg_dump)
     run([py, osp.join(ROOT, 'tools', 'train.py'), cfg_dump, '--work-dir', train_dir], osp.join(out, 'train.log'))
     ckpt = osp.join(train_dir, f'iter_{iters}.pth')
@@ -219,7 +226,8 @@ def main(argv=None) -> dict:
         os.makedirs(osp.dirname(dst), exist_ok=True)
         shutil.move(src, dst)
     scef = sorted(glob.glob(osp.join(train_dir, 'scef', '*.json')))
-    summary = dict(weights=weights, random_init=missing, selection=selection, iters=iters, metrics=metrics,
+    summary = dict(weights=weights, random_init=missing, selection=selection, trained_inject_stride=stride,
+                   iters=iters, metrics=metrics,
                    scef_profiles=[osp.relpath(p, out) for p in scef], seconds=round(time.time() - t0, 1))
     with open(osp.join(out, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
@@ -269,7 +277,8 @@ def _write_readme(out: str, summary: dict) -> None:
                   'that the pipeline runs, not what the method achieves.', '']
     lines += ['## Label-free profile (SC / EF per output stride)', '', '```', table.rstrip(), '```', '',
               f'Selection: master = {sel["master"]}, auxiliary = {sel["auxiliary"]}, s* = OS{sel["inject_stride"]}.',
-              '', '![profile](profile/profile.png)', '', 'PCA-RGB pictures of each encoder per stride: `profile/pca/`.',
+              f'Trained: DINOv3 master + SAM2 auxiliary injected at OS{summary["trained_inject_stride"]}.', '',
+              '![profile](profile/profile.png)', '', 'PCA-RGB pictures of each encoder per stride: `profile/pca/`.',
               '', f'## Training: {summary["iters"]} iterations (`train/`, log in `train.log`)', '',
               '## Evaluation (stock mmdet metrics, val split)', '']
     lines += [f'- {k}: {v}' for k, v in sorted(summary['metrics'].items())]

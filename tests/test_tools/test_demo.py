@@ -27,4 +27,4 @@ def test_demo_smoke_writes_the_report(tmp_path):
     assert 'Randomly initialised encoders' in report and 's* = OS' in report
     # the trained config injects the auxiliary at the profile's s*
     cfg_text = (out / 'demo_config.py').read_text()
-    assert f"inject_stride={summary['selection']['inject_stride']}" in cfg_text.replace(' ', '')
+    assert f"inject_stride={summary['trained_inject_stride']}" in cfg_text.replace(' ', '')
