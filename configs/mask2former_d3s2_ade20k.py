@@ -3,10 +3,6 @@
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', './_base_/encoders.py']
 custom_imports = dict(imports=['mmdet.models', 'mmfusion'], allow_failed_imports=False)
 
-model = dict(
-    backbone={{_base_.d3s2_backbone}},
-    neck={{_base_.d3s2_neck}},
-    decode_head=dict(in_channels={{_base_.dinov3_channels}}))
+model = {{_base_.d3s2_seg_model}}
 model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
-optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})
+optim_wrapper = {{_base_.fusion_optim_wrapper}}

@@ -3,10 +3,6 @@
 _base_ = ['./_base_/mask2former_cityscapes_panoptic.py', './_base_/encoders.py']
 custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 
-model = dict(
-    backbone={{_base_.d3s2_backbone}},
-    neck={{_base_.d3s2_neck}},
-    panoptic_head=dict(in_channels={{_base_.dinov3_channels}}))
+model = {{_base_.d3s2_det_model}}
 model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
-optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})
+optim_wrapper = {{_base_.fusion_optim_wrapper}}

@@ -69,3 +69,10 @@ fusion_paramwise_cfg = dict(
 # Single-encoder baselines (replace the recipe's ResNet).
 dinov3_alone_backbone = dict(dinov3_vitb16, _delete_=True)
 sam2_alone_backbone = dict(sam2_hiera_bplus, _delete_=True)
+
+# The model/optimizer updates every fused experiment applies to its recipe (mmdet: panoptic_head; mmseg:
+# decode_head), so an experiment config reads `model = {{_base_.d3s2_det_model}}`.
+d3s2_det_model = dict(backbone=d3s2_backbone, neck=d3s2_neck, panoptic_head=dict(in_channels=dinov3_channels))
+d3s2_seg_model = dict(backbone=d3s2_backbone, neck=d3s2_neck, decode_head=dict(in_channels=dinov3_channels))
+fusion_optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
+                            paramwise_cfg=fusion_paramwise_cfg)

@@ -5,5 +5,4 @@ custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
 model = dict(
     backbone={{_base_.sam2_alone_backbone}},
     panoptic_head=dict(in_channels={{_base_.sam2_channels}}))
-optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})
+optim_wrapper = {{_base_.fusion_optim_wrapper}}

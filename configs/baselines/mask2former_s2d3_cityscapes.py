@@ -8,5 +8,4 @@ model = dict(
     neck={{_base_.s2d3_neck}},
     panoptic_head=dict(in_channels={{_base_.sam2_channels}}))
 model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
-optim_wrapper = dict(constructor='mmfusion.LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg={{_base_.fusion_paramwise_cfg}})
+optim_wrapper = {{_base_.fusion_optim_wrapper}}
