@@ -51,7 +51,7 @@ def run(cmd: list, log_path: str) -> None:
         for line in proc.stdout:
             log.write(line)
             if 'mmengine - INFO - Iter' in line or line.startswith(('error', 'Traceback')):
-                print('  ' + line.rstrip()[-160:], flush=True)
+                print('  ' + line.rstrip().split('  loss_cls')[0].split(' - INFO - ')[-1], flush=True)
         if proc.wait() != 0:
             sys.exit(f'error: {cmd[1]} failed (exit {proc.returncode}); see {log_path}')
 
