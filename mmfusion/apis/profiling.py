@@ -198,11 +198,16 @@ def build_encoder(name: str, cfg: dict):
     Returns:
         nn.Module: the backbone in eval mode.
     """
+    from mmengine.registry import DefaultScope
+
     from mmfusion.registry import MODELS
 
     check_checkpoints(name, cfg)
     try:
-        model = MODELS.build(cfg)
+        # MMEngine builds in the registry of the current default scope; a caller's (e.g. 'mmdet') must not hide
+        # mmfusion's unprefixed types.
+        with DefaultScope.overwrite_default_scope('mmfusion'):
+            model = MODELS.build(cfg)
     except KeyError as e:
         if 'registry' in str(e) or 'not in the' in str(e):
             raise ProfileError(f'unknown encoder type {cfg.get("type")!r} for {name}: give a config file, a '

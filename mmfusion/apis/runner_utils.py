@@ -38,6 +38,12 @@ def load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[str
         raise ValueError(f'{config}: default_scope is {scope!r}; mmfusion tools run configs that inherit an mmdet '
                          f'or mmseg recipe (default_scope one of {SUPPORTED_SCOPES})')
     cfg.launcher = launcher
+    vis = cfg.get('visualizer')
+    if isinstance(vis, dict) and vis.get('name') == 'visualizer':
+        # mmdet/mmseg name their visualizer 'visualizer'; MMEngine keeps it as a per-process singleton, so a second
+        # run in the same process (a notebook, the demo, tests) would log into the first run's folder. Without a
+        # name, the Runner names it after the run (its timestamp).
+        vis.pop('name')
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

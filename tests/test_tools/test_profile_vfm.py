@@ -152,3 +152,13 @@ def test_emit_config_needs_a_base_config(tool, image_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main(base_args(image_dir, tmp_path, '--emit-config', str(tmp_path / 'c.py')))
     assert '--emit-config needs --base-config' in capsys.readouterr().err
+
+
+def test_builds_in_mmfusion_scope_whatever_the_callers_default_scope():
+    """A default scope left at 'mmdet' (by mmdet's register_all_modules) must not hide mmfusion's types."""
+    from mmengine.registry import DefaultScope
+
+    from mmfusion.apis.profiling import build_encoder
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_encoder('a', dict(type='StubPyramid', out_strides=(8, 16)))
+    assert type(model).__name__ == 'StubPyramid' and not model.training

@@ -131,3 +131,11 @@ def test_dist_train_two_cpu_processes_with_stock_nccl_config(cityscapes_root, tm
     assert "'world_size': 2" in text or 'world_size: 2' in text or 'Distributed launcher: pytorch' in text
     ckpt = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu')
     assert ckpt['meta']['iter'] == 2
+
+
+def test_each_run_gets_its_own_visualizer(tmp_path):
+    """mmdet's config names the visualizer 'visualizer' (a per-process singleton); the tools drop that name."""
+    from mmfusion.apis.runner_utils import load_config
+    cfg = load_config(FLAGSHIP, None, str(tmp_path), 'none')
+    assert 'name' not in cfg.visualizer
+    assert Config.fromfile(FLAGSHIP).visualizer.name == 'visualizer'
