@@ -3,6 +3,7 @@
 Plain PyTorch (no OpenMMLab import), batched over B, on the device of the features, float32 inside whatever the
 input dtype. See SPEC §1-4 and the docstrings of each function.
 """
+from ._utils import PreparedFeatures, prepare_features
 from .edge_fidelity import (
     PRESETS,
     concentration,
@@ -47,10 +48,11 @@ from .structure import (
 )
 
 __all__ = [
-    'PRESETS', 'METRIC_KEYS', 'structural_coherence', 'structured_feature_contrast', 'structural_clustering_score',
-    'clustering_score_points', 'structural_coherence_gt', 'channel_norm_map', 'edge_fidelity', 'concentration',
-    'frequency_content', 'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient',
-    'first_component_map', 'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid',
-    'top_q', 'centreline', 'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator',
-    'metrics_per_image', 'select_pair', 'save_profile', 'load_profile', 'save_profile_csv'
+    'PRESETS', 'METRIC_KEYS', 'PreparedFeatures', 'prepare_features', 'structural_coherence',
+    'structured_feature_contrast', 'structural_clustering_score', 'clustering_score_points',
+    'structural_coherence_gt', 'channel_norm_map', 'edge_fidelity', 'concentration', 'frequency_content',
+    'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient', 'first_component_map',
+    'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid', 'top_q', 'centreline',
+    'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator', 'metrics_per_image',
+    'select_pair', 'save_profile', 'load_profile', 'save_profile_csv'
 ]

@@ -48,8 +48,8 @@ def as_feature(feat: Tensor, name: str = 'feat') -> tuple[Tensor, Tensor]:
     return feat, bad
 
 
-def as_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Validate a uint8 RGB image batch and return it as float32 in [0, 1] on ``device``.
+def check_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Validate a uint8 RGB image batch and return it, still uint8, as (B, 3, H0, W0) on ``device``.
 
     Args:
         image (Tensor): uint8 RGB of shape (B, 3, H0, W0) or (3, H0, W0); a single image is shared by the batch.
@@ -57,7 +57,7 @@ def as_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
         device (torch.device): device of the features.
 
     Returns:
-        Tensor: (B, 3, H0, W0) float32 in [0, 1].
+        Tensor: (B, 3, H0, W0) uint8 (a single image is expanded, not copied).
     """
     if not isinstance(image, Tensor):
         raise ValueError(f'image must be a uint8 torch.Tensor (B, 3, H0, W0), got {type(image).__name__}.')
@@ -76,7 +76,21 @@ def as_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
                          'pass one image per feature map.')
     if image.shape[2] == 0 or image.shape[3] == 0:
         raise ValueError(f'image is empty: {tuple(image.shape)}.')
-    return image.to(device=device, dtype=torch.float32) / 255.0
+    return image.to(device=device)
+
+
+def as_image(image: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Validate a uint8 RGB image batch (see :func:`check_image`) and return it as float32 in [0, 1] on ``device``.
+
+    Args:
+        image (Tensor): uint8 RGB of shape (B, 3, H0, W0) or (3, H0, W0); a single image is shared by the batch.
+        batch_size (int): the feature batch size B the image must match.
+        device (torch.device): device of the features.
+
+    Returns:
+        Tensor: (B, 3, H0, W0) float32 in [0, 1].
+    """
+    return check_image(image, batch_size, device).to(torch.float32) / 255.0
 
 
 def zscore(x: Tensor, dim, unbiased: bool = True, min_std: float = 1e-6) -> Tensor:
@@ -112,6 +126,26 @@ def channel_chunks(feat: Tensor, max_elems: int = 1 << 18):
         yield feat[:, i:i + step]
 
 
+def channel_moments(x: Tensor, max_elems: int = 1 << 18) -> tuple[Tensor, Tensor]:
+    """Mean and sum of squared deviations of each row of a (B, C, N) tensor, two-pass (no cancellation), in chunks.
+
+    Args:
+        x (Tensor): (B, C, N).
+        max_elems (int): elements per chunk. Defaults to 2**18.
+
+    Returns:
+        tuple[Tensor, Tensor]: mean and sum of squared deviations, (B, C, 1) each.
+    """
+    b, c, n = x.shape
+    mean = x.mean(dim=-1, keepdim=True)
+    sq = torch.empty_like(mean)
+    step = max(1, max_elems // max(1, b * n))
+    for i in range(0, c, step):
+        d = x[:, i:i + step] - mean[:, i:i + step]
+        sq[:, i:i + step] = torch.einsum('bcn,bcn->bc', d, d).unsqueeze(-1)
+    return mean, sq
+
+
 def channel_stats(x: Tensor, unbiased: bool = False, max_elems: int = 1 << 18) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation of each row of a (B, C, N) tensor, two-pass (no cancellation), in row chunks.
 
@@ -123,14 +157,73 @@ def channel_stats(x: Tensor, unbiased: bool = False, max_elems: int = 1 << 18) -
     Returns:
         tuple[Tensor, Tensor]: mean and std, (B, C, 1) each.
     """
-    b, c, n = x.shape
-    mean = x.mean(dim=-1, keepdim=True)
-    sq = torch.empty_like(mean)
-    step = max(1, max_elems // max(1, b * n))
-    for i in range(0, c, step):
-        d = x[:, i:i + step] - mean[:, i:i + step]
-        sq[:, i:i + step] = torch.einsum('bcn,bcn->bc', d, d).unsqueeze(-1)
-    return mean, (sq / max(n - (1 if unbiased else 0), 1)).sqrt()
+    mean, sq = channel_moments(x, max_elems)
+    return mean, (sq / max(x.shape[-1] - (1 if unbiased else 0), 1)).sqrt()
+
+
+def norm_map(feat: Tensor) -> Tensor:
+    """Per-pixel L2 norm over the channels of a (B, C, H, W) tensor, (B, H, W), in channel chunks."""
+    acc = torch.zeros(feat.shape[0], *feat.shape[2:], dtype=feat.dtype, device=feat.device)
+    for chunk in channel_chunks(feat):
+        acc += chunk.pow(2).sum(dim=1)
+    return acc.sqrt_()
+
+
+class PreparedFeatures:
+    """A feature map validated and brought to float32 once, with the per-map quantities SC and EF share.
+
+    Every metric function accepts either a (B, C, H, W) tensor or this object; :func:`prepare_features` builds it.
+    Passing the same object to :func:`~mmfusion.metrics.structural_coherence` and
+    :func:`~mmfusion.metrics.edge_fidelity` (as :func:`~mmfusion.metrics.metrics_per_image` does) checks the input,
+    warns about non-finite values, and computes the per-channel statistics and the channel-L2 map once instead of
+    once per metric. The quantities are computed on first use and cached; the object must not be reused after the
+    features are modified in place.
+
+    Attributes:
+        feat (Tensor): (B, C, H, W) float32 contiguous features (non-finite values replaced by 0).
+        bad (Tensor): (B,) bool, the images whose features held NaN/inf (their metrics are set to 0).
+    """
+
+    def __init__(self, feat: Tensor, name: str = 'feat'):
+        self.feat, self.bad = as_feature(feat, name)
+        self._stats: tuple[Tensor, Tensor] | None = None
+        self._norm: Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        """(B, C, H, W)."""
+        return self.feat.shape
+
+    def channel_stats(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean over H*W and sum of squared deviations, (B, C, 1) each (two-pass, no cancellation)."""
+        if self._stats is None:
+            self._stats = channel_moments(self.feat.flatten(2))
+        return self._stats
+
+    def channel_std(self, unbiased: bool) -> Tensor:
+        """Per-channel standard deviation over H*W, (B, C, 1); Bessel-corrected when ``unbiased``."""
+        _, ssd = self.channel_stats()
+        n = self.feat.shape[2] * self.feat.shape[3]
+        return (ssd / max(n - (1 if unbiased else 0), 1)).sqrt()
+
+    def norm_map(self) -> Tensor:
+        """Per-pixel L2 norm over the channels, (B, H, W) (the map M of SFC, FC and SP)."""
+        if self._norm is None:
+            self._norm = norm_map(self.feat)
+        return self._norm
+
+
+def prepare_features(feat, name: str = 'feat') -> PreparedFeatures:
+    """Validate a (B, C, H, W) feature map once for several metrics (see :class:`PreparedFeatures`).
+
+    Args:
+        feat (Tensor | PreparedFeatures): features; a prepared object is returned as it is.
+        name (str): name used in error messages. Defaults to ``'feat'``.
+
+    Returns:
+        PreparedFeatures: the prepared map.
+    """
+    return feat if isinstance(feat, PreparedFeatures) else PreparedFeatures(feat, name)
 
 
 def zero_bad(out: dict, bad: Tensor) -> dict:

@@ -19,15 +19,33 @@ def _eigh(mat: Tensor) -> tuple[Tensor, Tensor]:
         return vals.to(mat.dtype), vecs.to(mat.dtype)
 
 
+def _lower_gram(x: Tensor) -> Tensor:
+    """X^T X (N, d, d) of (N, n, d) with only its lower triangle guaranteed (all ``torch.linalg.eigh`` reads).
+
+    From two column blocks: the diagonal blocks and the lower off-diagonal one, 3/4 of the full product.
+    """
+    num, _, d = x.shape
+    if d < 192:
+        return x.transpose(1, 2) @ x
+    h = d // 2
+    left, right = x[..., :h], x[..., h:]
+    out = torch.zeros(num, d, d, dtype=x.dtype, device=x.device)
+    torch.bmm(left.transpose(1, 2), left, out=out[:, :h, :h])
+    torch.bmm(right.transpose(1, 2), left, out=out[:, h:, :h])
+    torch.bmm(right.transpose(1, 2), right, out=out[:, h:, h:])
+    return out
+
+
 def pca_fit(x: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, power_iters: int = 2,
             seed: int = 0) -> tuple[Tensor, Tensor]:
     """Principal axes of each point set.
 
     Small problems (min(n, d) <= ``exact_max``) are solved exactly through the eigendecomposition of the smaller of
     the covariance (d x d) and the Gram matrix (n x n). Larger ones use a seeded randomized range finder
-    (``dim + oversample`` Gaussian probes, ``power_iters`` QR-normalised power iterations, then an exact SVD in that
-    subspace), as scikit-learn's PCA does at these sizes; on VFM-like spectra the subspace keeps > 99.99 % of the
-    variance of the exact one, at half the cost of an exact solve at 448-1024 dimensions. The sign of each axis is
+    (``dim + oversample`` Gaussian probes, ``power_iters`` normalised power iterations, then an exact SVD in that
+    subspace, through the float64 eigendecomposition of its small Gram matrix), as scikit-learn's PCA does at these
+    sizes; on VFM-like spectra the subspace keeps > 99.5 % of the variance of the exact one (the shortfall is in the
+    flat noise tail of the 32 axes), at half the cost of an exact solve at 448-1024 dimensions. The sign of each axis is
     arbitrary (distances and gradient magnitudes do not see it).
 
     Args:
@@ -42,22 +60,38 @@ def pca_fit(x: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, pow
         tuple[Tensor, Tensor]: the means (N, 1, d) and the axes (N, d, dim), by decreasing variance; axes without
         variance are zero vectors.
     """
-    _, n, d = x.shape
-    dim = max(1, min(dim, n, d))
     mean = x.mean(dim=1, keepdim=True)
-    xc = x - mean
+    return mean, _pca_axes(x - mean, dim, exact_max, oversample, power_iters, seed)
+
+
+def _pca_axes(xc: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, power_iters: int = 2,
+              seed: int = 0) -> Tensor:
+    """Principal axes (N, d, dim) of centred point sets (N, n, d); see :func:`pca_fit`."""
+    _, n, d = xc.shape
+    dim = max(1, min(dim, n, d))
     width = dim + oversample
     if min(n, d) > exact_max and width < min(n, d):
-        probes = torch.randn(d, width, generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype)
-        q = torch.linalg.qr(xc @ probes).Q  # (N, n, l)
+        probes = torch.randn(d, width, generator=torch.Generator().manual_seed(seed)).to(xc.device, xc.dtype)
+        # Range of (Xc Xc^T)^p Xc P. The bases are re-orthonormalised once per power iteration, in the smaller of the
+        # two spaces (a QR of a tall n x l or d x l block costs more than the products at these sizes); the
+        # subspace is the same as with a QR after every product.
+        y = xc @ probes  # (N, n, l)
         for _ in range(power_iters):
-            q = torch.linalg.qr(xc @ torch.linalg.qr(xc.transpose(1, 2) @ q).Q).Q
-        _, sv, vh = torch.linalg.svd(q.transpose(1, 2) @ xc, full_matrices=False)  # (N, l, d)
-        axes = vh[:, :dim].transpose(1, 2)
-        ok = sv[:, :dim] > sv[:, :1].clamp_min(1e-30) * 1e-6
-        return mean, axes * ok.unsqueeze(1)
+            if n >= d:
+                y = xc @ torch.linalg.qr(xc.transpose(1, 2) @ y).Q
+            else:
+                y = xc @ (xc.transpose(1, 2) @ torch.linalg.qr(y).Q)
+        q = torch.linalg.qr(y).Q  # (N, n, l)
+        # Right singular vectors of the small B = Q^T Xc (N, l, d) from the eigendecomposition of B B^T (l x l),
+        # in float64 (cheaper than an SVD of B, and as accurate): V = B^T U / sigma.
+        b = (q.transpose(1, 2) @ xc).double()
+        vals, u = torch.linalg.eigh(b @ b.transpose(1, 2))
+        sv = vals[..., -dim:].flip(-1).clamp_min(0).sqrt()
+        axes = (b.transpose(1, 2) @ u[..., -dim:].flip(-1)) / sv.clamp_min(1e-300).unsqueeze(1)
+        ok = sv > sv[:, :1].clamp_min(1e-300) * 1e-6
+        return (axes * ok.unsqueeze(1)).to(xc.dtype)
     if n >= d:
-        _, vecs = _eigh(xc.transpose(1, 2) @ xc)
+        _, vecs = _eigh(_lower_gram(xc))
         axes = vecs[..., -dim:].flip(-1)
     else:
         vals, vecs = _eigh(xc @ xc.transpose(1, 2))
@@ -68,7 +102,7 @@ def pca_fit(x: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, pow
         ok = scale > scale[..., :1].clamp_min(1e-30) * 1e-6
         axes = (xc.transpose(1, 2) @ u) / scale.clamp_min(1e-30).unsqueeze(1)
         axes = axes * ok.unsqueeze(1)
-    return mean, axes
+    return axes
 
 
 def pca_project(x: Tensor, dim: int) -> Tensor:
@@ -85,12 +119,31 @@ def pca_project(x: Tensor, dim: int) -> Tensor:
     return (x - mean) @ axes
 
 
+def _augmented(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows and columns whose product is the matrix of squared distances: rows[i] . cols[:, j] = |x_i - x_j|^2.
+
+    rows = [-2x, 1, |x|^2], cols = [x, |x|^2, 1]^T, so one matrix product gives |x_j|^2 - 2 x_i.x_j + |x_i|^2 with no
+    separate passes for the norms.
+
+    Args:
+        x (Tensor): (N, n, d) points.
+
+    Returns:
+        tuple[Tensor, Tensor]: rows (N, n, d + 2) and cols (N, d + 2, n).
+    """
+    sq = x.pow(2).sum(-1, keepdim=True)
+    one = torch.ones_like(sq)
+    rows = torch.cat([x * -2, one, sq], dim=-1)
+    cols = torch.cat([x, sq, one], dim=-1).transpose(1, 2).contiguous()
+    return rows, cols
+
+
 def kmeans_plus_plus(x: Tensor, ks: Tensor, generator: torch.Generator) -> Tensor:
     """Greedy k-means++ seeding of several runs per point set, each run with its own number of clusters.
 
     Each new centre is the best of ``2 + floor(ln k)`` candidates drawn with probability proportional to the squared
-    distance to the nearest centre chosen so far (the greedy variant scikit-learn uses). All runs are seeded up to
-    max(ks) centres at once; a run with k clusters uses its first k (which is exactly a k-centre seeding).
+    distance to the nearest centre chosen so far (the greedy variant scikit-learn uses). Every run draws its own
+    candidates; the runs are seeded together, one centre at a time, and a run leaves once it has its k centres.
 
     Args:
         x (Tensor): (N, n, d) points.
@@ -103,33 +156,33 @@ def kmeans_plus_plus(x: Tensor, ks: Tensor, generator: torch.Generator) -> Tenso
     num, n, d = x.shape
     runs, kmax = ks.numel(), int(ks.max())
     trials = 2 + torch.log(ks.double()).long()  # (R,)
-    u = torch.rand(runs, kmax, int(trials.max()), generator=generator).to(x.device)
-    trial_ok = (torch.arange(u.shape[-1]).unsqueeze(0) < trials.unsqueeze(1)).to(x.device)  # (R, L)
-    x_sq = x.pow(2).sum(-1)  # (N, n)
-    x_t = x.transpose(1, 2).contiguous()
-
-    def sq_dists(pts: Tensor) -> Tensor:  # (N, R, L, d) -> (N, R, L, n)
-        m = pts.shape[1] * pts.shape[2]
-        out = torch.baddbmm(x_sq.unsqueeze(1).expand(num, m, n), pts.reshape(num, m, d), x_t, alpha=-2)
-        out += pts.pow(2).sum(-1).view(num, m, 1)
-        return out.clamp_min_(0).view(*pts.shape[:3], n)
-
-    first = (u[:, 0, 0] * n).long().clamp_max(n - 1)  # (R,)
-    centres = [x[:, first]]  # (N, R, d)
-    closest = sq_dists(centres[0].unsqueeze(2)).squeeze(2)  # (N, R, n)
-    x_rows = x.unsqueeze(1)
+    lmax = int(trials.max())
+    u = torch.rand(runs, kmax, lmax, generator=generator)
+    # Runs ordered by decreasing k: those that still need a j-th centre are a prefix.
+    order = torch.argsort(ks, descending=True, stable=True)
+    need = [int((ks > j).sum()) for j in range(kmax)]
+    u = u[order].to(x.device)
+    trial_ok = (torch.arange(lmax).unsqueeze(0) < trials[order].unsqueeze(1)).to(x.device)  # (R, L)
+    rows, cols = _augmented(x)
+    idx = torch.zeros(num, runs, kmax, dtype=torch.long, device=x.device)
+    idx[:, :, 0] = (u[:, 0, 0] * n).long().clamp_max(n - 1)
+    closest = torch.bmm(rows[:, idx[0, :, 0]], cols).clamp_min_(0)  # (N, R, n) squared distance to the centres
     for j in range(1, kmax):
-        cum = closest.cumsum(-1)
-        target = u[:, j].unsqueeze(0) * cum[..., -1:]  # (N, R, L)
+        a = need[j]
+        near = closest[:, :a]
+        cum = near.cumsum(-1)
+        target = u[:a, j].unsqueeze(0) * cum[..., -1:]  # (N, a, L)
         cand = torch.searchsorted(cum, target.contiguous(), right=True).clamp_max(n - 1)
-        cand_pts = x_rows.expand(num, runs, n, d).gather(2, cand.unsqueeze(-1).expand(-1, -1, -1, d))
-        new_closest = sq_dists(cand_pts)  # (N, R, L, n)
-        torch.minimum(new_closest, closest.unsqueeze(2), out=new_closest)
-        potential = new_closest.sum(-1).masked_fill(~trial_ok, float('inf'))
-        best = potential.argmin(-1)  # (N, R)
-        closest = new_closest.gather(2, best[..., None, None].expand(-1, -1, 1, n)).squeeze(2)
-        centres.append(cand_pts.gather(2, best[..., None, None].expand(-1, -1, 1, d)).squeeze(2))
-    return torch.stack(centres, dim=2)
+        cand_rows = rows.gather(1, cand.view(num, -1, 1).expand(-1, -1, d + 2))  # (N, a * L, d + 2)
+        dist = torch.bmm(cand_rows, cols).view(num, a, lmax, n)
+        torch.minimum(dist, near.unsqueeze(2), out=dist)
+        potential = dist.sum(-1).masked_fill_(~trial_ok[:a], float('inf'))
+        best = potential.argmin(-1)  # (N, a)
+        pick = (torch.arange(num * a, device=x.device) * lmax + best.flatten())  # rows of dist as (N * a * L, n)
+        closest[:, :a] = dist.view(-1, n).index_select(0, pick).view(num, a, n).clamp_min_(0)
+        idx[:, :a, j] = cand.gather(2, best.unsqueeze(-1)).squeeze(-1)
+    idx = idx[:, torch.argsort(order).to(x.device)]
+    return x.gather(1, idx.view(num, -1, 1).expand(-1, -1, d)).view(num, runs, kmax, d)
 
 
 def kmeans_multi(x: Tensor,
@@ -171,67 +224,101 @@ def kmeans_multi(x: Tensor,
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     num, n, d = x.shape
+    dev = x.device
     groups = len(ks)
     k_of_run = torch.tensor([k for k in ks for _ in range(restarts)])
     runs, kmax = k_of_run.numel(), max(ks)
     centres = kmeans_plus_plus(x, k_of_run, generator)  # (N, R, kmax, d)
-    # Padding centres (beyond a run's k) never win: +inf is added to their score.
-    pad = torch.zeros(runs, kmax, dtype=x.dtype, device=x.device)
-    pad.masked_fill_((torch.arange(kmax).unsqueeze(0) >= k_of_run.unsqueeze(1)).to(x.device), float('inf'))
-    x_t = x.transpose(1, 2).contiguous()  # (N, d, n)
-    tol_abs = tol * x_t.var(dim=-1, unbiased=False).mean(-1, keepdim=True)  # (N, 1)
-    done = torch.zeros(num, runs, dtype=torch.bool, device=x.device)
+    # Padding centres (beyond a run's k) never win: +inf is added to their score. (A flat layout without padding
+    # was tried: the 20 % less arithmetic is eaten by the extra per-k reductions and bookkeeping.)
+    pad = torch.zeros(runs, kmax, dtype=x.dtype, device=dev)
+    pad.masked_fill_((torch.arange(kmax).unsqueeze(0) >= k_of_run.unsqueeze(1)).to(dev), float('inf'))
+    # Scores |c|^2 - 2 x.c (= |x - c|^2 - |x|^2, enough to compare centres) come from one product of
+    # [-2c, |c|^2 + pad] with [x, 1]^T; the member sums and counts of every centre from one product of the one-hot
+    # assignment with [x, 1].
+    x_one = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)  # (N, n, d + 1)
+    x_one_t = x_one.transpose(1, 2).contiguous()  # (N, d + 1, n)
+    x_sq = x.pow(2).sum((1, 2))  # (N,)
+    xc = x - x.mean(dim=1, keepdim=True)
+    tol_abs = (tol * xc.pow(2).sum((1, 2)) / (n * d)).unsqueeze(1)  # tol * mean per-dimension variance, (N, 1)
     # Layout (N, A, kmax, n): the min over centres then runs along a non-innermost axis, which PyTorch vectorises
-    # over the points (argmin over a short innermost axis is several times slower on CPU). The big arrays live in
-    # buffers allocated once: fresh multi-MB allocations every iteration cost more than the arithmetic on CPU.
-    score_buf = torch.empty(num * runs * kmax * n, dtype=x.dtype, device=x.device)
-    member_buf = torch.empty(num * runs * kmax * n, dtype=torch.bool, device=x.device)
-    onehot_buf = torch.empty_like(score_buf)
+    # over the points (argmin over a short innermost axis is several times slower on CPU). The score array lives in
+    # one buffer allocated once: fresh multi-MB allocations every iteration cost more than the arithmetic on CPU.
+    score_buf = torch.empty(num * runs * kmax * n, dtype=x.dtype, device=dev)
 
-    def scores(c: Tensor, p: Tensor) -> Tensor:  # (N, A, kmax, d), (A, kmax) -> (N, A, kmax, n)
+    def scores(c: Tensor, p: Tensor, buffered: bool = True) -> tuple[Tensor, Tensor]:
+        """(N, A, kmax, d), (A, kmax) -> scores (N, A, kmax, n) and their min over the centres (N, A, 1, n)."""
         a = c.shape[1]
-        bias = (c.pow(2).sum(-1) + p).view(num, a * kmax, 1)
-        out = score_buf[:num * a * kmax * n].view(num, a * kmax, n)
-        # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c: enough to compare centres.
-        torch.baddbmm(bias, c.view(num, a * kmax, d), x_t, alpha=-2, out=out)
-        return out.view(num, a, kmax, n)
+        c_aug = torch.cat([c * -2, (c.pow(2).sum(-1) + p).unsqueeze(-1)], dim=-1).view(num, a * kmax, d + 1)
+        out = score_buf[:num * a * kmax * n].view(num, a * kmax, n) if buffered else None
+        out = torch.bmm(c_aug, x_one_t, out=out).view(num, a, kmax, n)
+        return out, out.amin(dim=2, keepdim=True)
 
-    def nearest(score: Tensor) -> Tensor:  # -> (N, A, kmax, n) float one-hot of the nearest centre
-        a = score.shape[1]
-        best = score.amin(dim=2, keepdim=True)
-        member = torch.eq(score, best, out=member_buf[:score.numel()].view(score.shape))
-        onehot = onehot_buf[:score.numel()].view(score.shape).copy_(member)
-        if bool(onehot.sum(2).amax() > 1):  # exact ties (rare): keep the first centre only
-            onehot.zero_().scatter_(2, score.argmin(dim=2, keepdim=True), 1.0)
-        return onehot.view(num, a, kmax, n)
-
-    dropped = torch.zeros(num, runs, dtype=torch.bool, device=x.device)
+    done = torch.zeros(num, runs, dtype=torch.bool, device=dev)
+    dropped = torch.zeros(num, runs, dtype=torch.bool, device=dev)
+    active = torch.arange(runs, device=dev)  # runs still moving in some set; c, p: their centres and padding
+    c, p = centres.clone(), pad
+    prune_at = prune_after if prune_after is not None and prune_keep < restarts else None
     for it in range(max_iter):
-        if prune_after is not None and it == prune_after and prune_keep < restarts:
-            inertia = scores(centres, pad).amin(dim=2).sum(-1).view(num, groups, restarts)
-            rank = inertia.argsort(-1).argsort(-1)  # 0 = best run of its k
+        score, best = scores(c, p)
+        if it == prune_at:
+            inertia = torch.empty(num, runs, dtype=x.dtype, device=dev)  # up to the constant sum |x|^2
+            inertia[:, active] = best.sum((-1, -2))
+            idle = (done.all(0)).nonzero().flatten()
+            if idle.numel():  # runs that already stopped everywhere: inertia of their final centres
+                inertia[:, idle] = scores(centres[:, idle], pad[idle], buffered=False)[1].sum((-1, -2))
+            # rank 0 = the best run of its k
+            rank = inertia.view(num, groups, restarts).argsort(dim=-1, stable=True).argsort(dim=-1)
             dropped = (rank >= prune_keep).view(num, runs)
             done |= dropped
-        active = (~done).any(0).nonzero().flatten()  # runs still moving in some set
+            keep = (~done[:, active]).any(0)
+            if not bool(keep.all()):  # a run that leaves may still be the best of its k in one set: save it
+                centres[:, active] = c
+                active, c, p, score, best = active[keep], c[:, keep], p[keep], score[:, keep], best[:, keep]
+                if active.numel() == 0:
+                    break
         a = active.numel()
-        if a == 0:
-            break
-        c = centres[:, active]
-        onehot = nearest(scores(c, pad[active]))
-        counts = onehot.sum(-1, keepdim=True)  # (N, A, kmax, 1)
-        sums = torch.bmm(onehot.view(num, a * kmax, n), x).view_as(c)
-        new_c = torch.where(counts > 0, sums / counts.clamp_min(1), c)
-        shift = (new_c - c).pow(2).sum((-1, -2))  # (N, A)
-        was_done = done[:, active]
-        centres[:, active] = torch.where(was_done[..., None, None], c, new_c)
-        done[:, active] = was_done | (shift <= tol_abs)
-    score = scores(centres, pad)
-    inertia = (score.amin(dim=2).sum(-1) + x.pow(2).sum((1, 2)).unsqueeze(1)).clamp_min(0)  # (N, R)
+        onehot = score.sub_(best).eq_(0)  # in place: 1.0 where a centre is the nearest
+        acc = torch.bmm(onehot.view(num, a * kmax, n), x_one).view(num, a, kmax, d + 1)  # member sums, counts
+        if float(acc[..., d].sum()) != num * a * n:  # exact ties (rare): keep the first nearest centre only
+            onehot.mul_(onehot.cumsum(2).eq_(1))
+            acc = torch.bmm(onehot.view(num, a * kmax, n), x_one).view(num, a, kmax, d + 1)
+        counts = acc[..., d:]
+        new_c = torch.where(counts > 0, acc[..., :d] / counts.clamp_min(1), c)
+        moving = (new_c - c).pow(2).sum((-1, -2)) > tol_abs  # (N, A)
+        if num > 1:  # a run stopped in one set but not in another stays frozen there
+            frozen = done[:, active]
+            new_c = torch.where(frozen[..., None, None], c, new_c)
+            moving &= ~frozen
+            done[:, active] = ~moving
+        c = new_c
+        keep = moving.any(0)
+        if not bool(keep.all()):
+            if num == 1:
+                done[:, active] = ~moving
+            centres[:, active] = c
+            active, c, p = active[keep], c[:, keep], p[keep]
+            if active.numel() == 0:
+                break
+    if active.numel():  # max_iter reached
+        centres[:, active] = c
+    # Final assignment of the runs that were not dropped, with their last centres.
+    live = (~dropped).any(0).nonzero().flatten()
+    score, best = scores(centres[:, live], pad[live])
+    inertia = torch.full((num, runs), float('inf'), dtype=x.dtype, device=dev)
+    inertia[:, live] = (best.sum((-1, -2)) + x_sq.unsqueeze(1)).clamp_min(0)
     inertia = inertia.masked_fill(dropped, float('inf')).view(num, groups, restarts)
-    best = inertia.argmin(-1)  # (N, G); ties -> first run
-    sel = (torch.arange(groups, device=x.device) * restarts).unsqueeze(0) + best  # (N, G)
-    labels = score.gather(1, sel[..., None, None].expand(-1, -1, kmax, n)).argmin(dim=2)  # (N, G, n)
-    return [(labels[:, g], inertia[:, g].gather(1, best[:, g:g + 1]).squeeze(1)) for g in range(groups)]
+    win = inertia.argmin(-1)  # (N, G); ties -> first run
+    pos = torch.full((runs, ), -1, dtype=torch.long, device=dev)
+    pos[live] = torch.arange(live.numel(), device=dev)
+    sel = pos[(torch.arange(groups, device=dev) * restarts).unsqueeze(0) + win]  # (N, G) index into live
+    score = score.gather(1, sel[..., None, None].expand(-1, -1, kmax, n))
+    best = best.gather(1, sel[..., None, None].expand(-1, -1, 1, n))
+    # First nearest centre: the smallest index whose score equals the minimum (a float min: the integer reduction
+    # is not vectorised on CPU).
+    arange_k = torch.arange(kmax, dtype=x.dtype, device=dev).view(1, 1, kmax, 1)
+    labels = torch.where(score == best, arange_k, float(kmax)).amin(dim=2).long()  # (N, G, n)
+    return [(labels[:, g], inertia[:, g].gather(1, win[:, g:g + 1]).squeeze(1)) for g in range(groups)]
 
 
 def kmeans(x: Tensor,
@@ -272,15 +359,20 @@ def stratified_keep(labels: Tensor, k: int, total: int, keys: Tensor) -> Tensor:
     Returns:
         Tensor: (N, n) bool, the chosen points.
     """
+    return _stratified_keep(labels, k, total, torch.argsort(keys.to(labels.device), stable=True))
+
+
+def _stratified_keep(labels: Tensor, k: int, total: int, order: Tensor) -> Tensor:
+    """:func:`stratified_keep` with the points' key order (argsort of the keys) given, for several labelings."""
     num, n = labels.shape
-    counts = F.one_hot(labels, k).sum(1)  # (N, k)
+    onehot = F.one_hot(labels, k)  # (N, n, k)
+    counts = onehot.sum(1)  # (N, k)
     quota = torch.minimum(torch.round(total * counts.double() / n).long().clamp_min(2), counts)
-    order = torch.argsort(labels.double() + keys.to(labels.device, torch.float64).unsqueeze(0), dim=1)
-    sorted_labels = labels.gather(1, order)
-    start = counts.cumsum(1) - counts
-    rank = torch.arange(n, device=labels.device).unsqueeze(0) - start.gather(1, sorted_labels)
+    # Walking the points by increasing key, a point's rank in its cluster is the running count of its label.
+    sorted_labels = labels.index_select(1, order)
+    rank = onehot.index_select(1, order).cumsum(1).gather(2, sorted_labels.unsqueeze(-1)).squeeze(-1) - 1
     keep_sorted = rank < quota.gather(1, sorted_labels)
-    return torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)
+    return torch.zeros_like(keep_sorted).index_copy_(1, order, keep_sorted)
 
 
 def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -292,9 +384,13 @@ def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         tuple[Tensor, Tensor]: (N, m) indices and (N, m) bool validity of each entry.
     """
+    num, n = mask.shape
     counts = mask.sum(1, keepdim=True)
     m = int(counts.max()) if mask.numel() else 0
-    idx = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :m]
+    pos = torch.where(mask, mask.cumsum(1) - 1, m)  # slot of each True entry; the others go to a spare column
+    idx = torch.zeros(num, m + 1, dtype=torch.long, device=mask.device)
+    idx.scatter_(1, pos, torch.arange(n, device=mask.device).expand(num, n))
+    idx = idx[:, :m]
     valid = torch.arange(m, device=mask.device).unsqueeze(0) < counts
     return torch.where(valid, idx, torch.zeros_like(idx)), valid
 
@@ -312,23 +408,26 @@ def _silhouette_from_sums(sums: Tensor, labels: Tensor, onehot: Tensor, anchors:
     return (s * anchors).sum(1) / anchors.sum(1).clamp_min(1)
 
 
-def _distance_sums(x: Tensor, onehot: Tensor, chunk: int = 512) -> Tensor:
+def _distance_sums(x: Tensor, onehot: Tensor, chunk: int = 256) -> Tensor:
     """sum_j |x_i - x_j| * onehot[j, c] for every point i and column c: (N, m, d), (N, m, K) -> (N, m, K).
 
     Works on row blocks against the columns from the block on (the upper triangle), using each block of distances
-    for both of its row and column points, so the (m, m) matrix is neither stored nor computed twice. The
-    self-distance is exactly 0.
+    for both of its row and column points, so the (m, m) matrix is neither stored nor computed twice. Each block of
+    squared distances is one matrix product (see :func:`_augmented`); the self-distance is exactly 0.
     """
     num, m, _ = x.shape
+    rows, cols = _augmented(x)
+    onehot_t = onehot.transpose(1, 2).contiguous()  # (N, K, m)
     out = torch.zeros(num, m, onehot.shape[-1], dtype=x.dtype, device=x.device)
+    out_t = torch.zeros(num, onehot.shape[-1], m, dtype=x.dtype, device=x.device)  # the lower-triangle part
     for i in range(0, m, chunk):
         r = min(chunk, m - i)
-        dist = torch.cdist(x[:, i:i + r], x[:, i:])  # (N, r, m - i)
-        dist.view(num, -1)[:, torch.arange(r, device=x.device) * (m - i + 1)] = 0
-        out[:, i:i + r] += dist @ onehot[:, i:]
+        dist = torch.bmm(rows[:, i:i + r], cols[:, :, i:]).clamp_min_(0).sqrt_()  # (N, r, m - i)
+        torch.diagonal(dist, dim1=1, dim2=2).zero_()
+        out[:, i:i + r] += torch.bmm(dist, onehot[:, i:])
         if m - i > r:
-            out[:, i + r:] += dist[:, :, r:].transpose(1, 2) @ onehot[:, i:i + r]
-    return out
+            out_t[:, :, i + r:] += torch.bmm(onehot_t[:, :, i:i + r], dist[:, :, r:])
+    return out + out_t.transpose(1, 2)
 
 
 def silhouette(x: Tensor, labels: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
@@ -370,7 +469,8 @@ def stratified_silhouettes(x: Tensor, labelings: list[Tensor], ks: tuple[int, ..
     Returns:
         Tensor: (N, len(ks)) mean silhouettes.
     """
-    keeps = [stratified_keep(lab, k, total, keys) for lab, k in zip(labelings, ks)]
+    order = torch.argsort(keys.to(x.device), stable=True)
+    keeps = [_stratified_keep(lab, k, total, order) for lab, k in zip(labelings, ks)]
     union = torch.stack(keeps).any(0)
     idx, valid = compact(union)
     pts = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

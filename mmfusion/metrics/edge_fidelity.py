@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import as_feature, as_image, channel_chunks, channel_stats, zero_bad, zscore
+from ._utils import PreparedFeatures, channel_chunks, channel_stats, check_image, prepare_features, zero_bad, zscore
 from .cluster import pca_fit
 from .edges import (
     FEAT_SOBEL_X,
@@ -35,7 +35,6 @@ from .edges import (
     top_q,
     valid_mask,
 )
-from .structure import channel_norm_map
 
 PRESETS = {
     # The configuration of the published profiles (SPEC §3, §4).
@@ -75,34 +74,39 @@ def first_component_map(feat: Tensor, max_points: int = 4096, seed: int = 0) -> 
     return (x @ axes - mean @ axes).view(b, h, w)
 
 
-def multichannel_sobel(feat: Tensor) -> Tensor:
+def multichannel_sobel(feat: Tensor, std: Tensor | None = None) -> Tensor:
     """sqrt(sum_c gx_c^2 + gy_c^2) of the per-channel z-scored features with the feature Sobel (/8), replicate pad.
 
     Computed without the full-size z-scored copy: with replicate padding the Sobel of a constant is 0 and the Sobel
     is linear, so Sobel(z-score(x_c)) = Sobel(x_c) / std_c (unbiased std, at least 1e-6). Channels are processed in
-    chunks (separable slicing, no convolution), which keeps the temporaries small.
+    chunks (separable slicing, no convolution), which keeps the temporaries small; the 1 / std_c^2 weights enter
+    through one matrix-vector product per chunk, which also sums over the channels.
 
     Args:
         feat (Tensor): (B, C, H, W) float32.
+        std (Tensor, optional): (B, C, 1) unbiased per-channel std over H*W (e.g.
+            :meth:`PreparedFeatures.channel_std`); computed when None. Defaults to None.
 
     Returns:
         Tensor: (B, H, W) gradient magnitude.
     """
     b, c, h, w = feat.shape
-    _, std = channel_stats(feat.flatten(2), unbiased=True)
-    inv_var = std.clamp_min(1e-6).pow(-2).view(b, c, 1, 1)
-    acc = torch.zeros(b, h, w, dtype=feat.dtype, device=feat.device)
+    if std is None:
+        _, std = channel_stats(feat.flatten(2), unbiased=True)
+    inv_var = std.clamp_min(1e-6).pow(-2).view(b, 1, c)
+    acc = torch.zeros(b, 1, h * w, dtype=feat.dtype, device=feat.device)
     start = 0
     for chunk in channel_chunks(feat):
+        n = chunk.shape[1]
         p = F.pad(chunk, (1, 1, 1, 1), mode='replicate')
         dx = p[..., 2:] - p[..., :-2]  # [1, 0, -1] along x, then [1, 2, 1] along y
         gx = torch.add(dx[..., :-2, :], dx[..., 2:, :]).add_(dx[..., 1:-1, :], alpha=2)
         dy = p[..., 2:, :] - p[..., :-2, :]
         gy = torch.add(dy[..., :-2], dy[..., 2:]).add_(dy[..., 1:-1], alpha=2)
-        g2 = gx.mul_(gx).addcmul_(gy, gy).mul_(inv_var[:, start:start + chunk.shape[1]])
-        acc += g2.sum(dim=1)
-        start += chunk.shape[1]
-    return acc.sqrt() / 8.0
+        g2 = gx.mul_(gx).addcmul_(gy, gy)
+        acc.baddbmm_(inv_var[:, :, start:start + n], g2.view(b, n, h * w))  # acc += sum_c g2_c / var_c
+        start += n
+    return acc.view(b, h, w).sqrt_().div_(8.0)
 
 
 def feature_gradient(feat: Tensor, mode: str = 'channels', seed: int = 0) -> Tensor:
@@ -274,8 +278,40 @@ def shift_ncc(m: Tensor, radii: list[int]) -> Tensor:
     return torch.where(n_ok > 0, ncc.sum(-1) / n_ok.clamp_min(1), torch.zeros_like(ncc[..., 0]))
 
 
+def _ncc_one_radius(m: Tensor, r: int) -> Tensor:
+    """:func:`shift_ncc` for a single radius, from the cropped overlaps directly (no FFT): (B, H, W) -> (B,)."""
+    b, h, w = m.shape
+    vals, oks = [], []
+    for dy, dx in ((0, r), (r, 0), (r, r), (r, -r)):  # +x, +y, +x+y, +x-y; the opposites give the same numbers
+        dy, dx = min(dy, h), max(-w, min(dx, w))
+        ay0, ay1, ax0, ax1 = max(0, -dy), h - max(dy, 0), max(0, -dx), w - max(dx, 0)
+        if max(0, ay1 - ay0) * max(0, ax1 - ax0) < 2:
+            vals.append(torch.zeros(b, dtype=m.dtype, device=m.device))
+            oks.append(torch.zeros(b, dtype=torch.bool, device=m.device))
+            continue
+        crop_a = m[:, ay0:ay1, ax0:ax1]
+        crop_b = m[:, ay0 + dy:ay1 + dy, ax0 + dx:ax1 + dx]
+        a = (crop_a - crop_a.mean(dim=(1, 2), keepdim=True)).reshape(b, 1, -1)
+        c = (crop_b - crop_b.mean(dim=(1, 2), keepdim=True)).reshape(b, -1, 1)
+        cov = torch.bmm(a, c).view(b)
+        var_a = torch.bmm(a, a.transpose(1, 2)).view(b)
+        var_b = torch.bmm(c.transpose(1, 2), c).view(b)
+        denom = (var_a * var_b).sqrt()  # the 1/n of the means cancel in the ratio; compare at the per-pixel scale
+        n = a.shape[-1]
+        ok = denom / n > 1e-10
+        vals.append(torch.where(ok, cov / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(cov)))
+        oks.append(ok)
+    ncc, ok = torch.stack(vals, dim=1), torch.stack(oks, dim=1)
+    n_ok = ok.sum(-1)
+    return torch.where(n_ok > 0, ncc.sum(-1) / n_ok.clamp_min(1), torch.zeros_like(ncc[:, 0]))
+
+
 def decorrelation_radius(m: Tensor, tau: float = 0.5, num_radii: int = 16, r_frac: float = 0.6) -> Tensor:
     """r_tau: the first radius whose mean 8-direction NCC falls below ``tau``, else the largest radius.
+
+    The smallest radius is measured first on its own (a few slices of the map); only when some map is still
+    correlated there are all radii measured (:func:`shift_ncc`). On high-passed maps r_tau is nearly always the
+    smallest radius, so the full measurement is rarely needed.
 
     Args:
         m (Tensor): (B, H, W) map (already filtered and normalised as wanted).
@@ -287,8 +323,13 @@ def decorrelation_radius(m: Tensor, tau: float = 0.5, num_radii: int = 16, r_fra
         Tensor: (B,) r_tau in feature pixels (float).
     """
     radii = sp_radii(m.shape[1], m.shape[2], num_radii, r_frac)
-    below = shift_ncc(m, radii) < tau  # (B, R)
     r = torch.tensor(radii, dtype=m.dtype, device=m.device)
+    first_ncc = _ncc_one_radius(m, radii[0])
+    if bool((first_ncc < tau).all()):
+        return r[:1].expand(m.shape[0]).clone()
+    ncc = shift_ncc(m, radii)
+    ncc[:, 0] = first_ncc  # the same decision at the first radius whichever path a batch takes
+    below = ncc < tau  # (B, R)
     first = torch.where(below.any(1), below.float().argmax(1), torch.full_like(below[:, 0], len(radii) - 1,
                                                                                  dtype=torch.long))
     return r[first]
@@ -319,12 +360,15 @@ def spatial_precision(m0: Tensor,
         tuple[Tensor, Tensor]: SP and r_tau, (B,) each.
     """
     if highpass:
-        m0 = m0 - F.avg_pool2d(m0.unsqueeze(1), 3, stride=1, padding=1, count_include_pad=True).squeeze(1)
+        # 3x3 mean with zero padding counted = 1-D 3-means along x then y (separable, and much faster on CPU).
+        box = F.avg_pool1d(m0, 3, stride=1, padding=1, count_include_pad=True)
+        box = F.avg_pool1d(box.transpose(1, 2), 3, stride=1, padding=1, count_include_pad=True).transpose(1, 2)
+        m0 = m0 - box
     r_tau = decorrelation_radius(zscore(m0, dim=(1, 2), unbiased=True), tau, num_radii, r_frac)
     return 1.0 / (1.0 + r_tau / scale), r_tau
 
 
-def edge_fidelity(feat: Tensor,
+def edge_fidelity(feat: Tensor | PreparedFeatures,
                   image: Tensor,
                   preset: str = 'profiling',
                   *,
@@ -355,7 +399,8 @@ def edge_fidelity(feat: Tensor,
     outer zone, SP is nearly constant, r_tau is in feature pixels).
 
     Args:
-        feat (Tensor): (B, C, H, W) features, any floating dtype.
+        feat (Tensor | PreparedFeatures): (B, C, H, W) features, any floating dtype, or the map prepared by
+            :func:`~mmfusion.metrics.prepare_features` (shared with :func:`~mmfusion.metrics.structural_coherence`).
         image (Tensor): uint8 RGB, (B, 3, H0, W0) or (3, H0, W0) (shared by the batch); any size.
         preset (str): ``'profiling'`` (the published profiles: multi-channel gradient, q = q_img = 0.40, FC on the
             channel-L2 map) or ``'selection'`` (first-PCA-component gradient, q = q_img = 0.10, FC on the PCA map
@@ -386,9 +431,10 @@ def edge_fidelity(feat: Tensor,
     for key, val in dict(q=q, q_img=q_img, gradient=gradient, fc_map=fc_map, fc_clip=fc_clip).items():
         if val is not None:
             cfg[key] = val
-    feat, bad = as_feature(feat)
+    prep = prepare_features(feat)
+    feat, bad = prep.feat, prep.bad
     b, _, h, w = feat.shape
-    img = as_image(image, b, feat.device)
+    img = check_image(image, b, feat.device)  # uint8: only the pixels the resize reads are converted
     valid = valid_mask(h, w, device=feat.device)
 
     gi = image_gradient(img, (h, w), antialias=antialias)
@@ -399,11 +445,13 @@ def edge_fidelity(feat: Tensor,
     if cfg['gradient'] == 'pca1':
         full = torch.ones(h, w, dtype=torch.bool, device=feat.device)
         grad = sobel_magnitude(minmax_valid(pc1, full), FEAT_SOBEL_X)
+    elif cfg['gradient'] == 'channels':
+        grad = multichannel_sobel(feat, prep.channel_std(unbiased=True))
     else:
         grad = feature_gradient(feat, cfg['gradient'], seed=seed)
     ec, nc = concentration(grad, zones, valid, cfg['q'], ec_core=ec_core)
 
-    m0 = channel_norm_map(feat)
+    m0 = prep.norm_map()
     fc_src = m0 if cfg['fc_map'] == 'l2' else pc1
     fc = frequency_content(fc_src, rho_low=rho_low, clip=cfg['fc_clip'])
     sp, r_tau = spatial_precision(m0, tau, sp_scale, num_radii, r_frac, highpass=sp_highpass)

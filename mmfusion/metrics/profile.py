@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
+from ._utils import prepare_features
 from .edge_fidelity import edge_fidelity
 from .structure import structural_coherence
 
@@ -58,8 +59,9 @@ def metrics_per_image(feat: Tensor, image: Tensor, preset: str = 'profiling', **
         **opts: options of :func:`structural_coherence` and :func:`edge_fidelity`, routed by name.
     """
     sc_opts, ef_opts = split_options(opts)
-    out = dict(structural_coherence(feat, **sc_opts))
-    out.update(edge_fidelity(feat, image, preset, **ef_opts))
+    prep = prepare_features(feat)  # checked once; channel statistics and the channel-L2 map shared by SC and EF
+    out = dict(structural_coherence(prep, **sc_opts))
+    out.update(edge_fidelity(prep, image, preset, **ef_opts))
     return {k: out[k] for k in METRIC_KEYS}
 
 

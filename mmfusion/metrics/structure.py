@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import as_feature, channel_chunks, channel_stats, zero_bad, zscore
-from .cluster import compact, kmeans_multi, pca_project, silhouette, stratified_keep, stratified_silhouettes
+from ._utils import PreparedFeatures, channel_moments, norm_map, prepare_features, zero_bad, zscore
+from .cluster import (
+    _pca_axes,
+    compact,
+    kmeans_multi,
+    pca_project,
+    silhouette,
+    stratified_keep,
+    stratified_silhouettes,
+)
 
 
 def channel_norm_map(feat: Tensor) -> Tensor:
@@ -20,15 +28,13 @@ def channel_norm_map(feat: Tensor) -> Tensor:
     Returns:
         Tensor: (B, H, W).
     """
-    acc = torch.zeros(feat.shape[0], *feat.shape[2:], dtype=feat.dtype, device=feat.device)
-    for chunk in channel_chunks(feat):
-        acc += chunk.pow(2).sum(dim=1)
-    return acc.sqrt()
+    return norm_map(feat)
 
 
-def _sfc(feat: Tensor, cell: int, grid: int | None, clip: float) -> Tensor:
-    b, _, h, w = feat.shape
-    m = zscore(channel_norm_map(feat), dim=(1, 2), unbiased=True).clamp(-clip, clip)
+def _sfc(m0: Tensor, cell: int, grid: int | None, clip: float) -> Tensor:
+    """SFC of a channel-L2 map (B, H, W)."""
+    b, h, w = m0.shape
+    m = zscore(m0, dim=(1, 2), unbiased=True).clamp(-clip, clip)
     if grid is None:
         ch, cw = min(cell, h), min(cell, w)
         nh, nw = h // ch, w // cw
@@ -43,7 +49,11 @@ def _sfc(feat: Tensor, cell: int, grid: int | None, clip: float) -> Tensor:
     return inter / (inter + intra)
 
 
-def structured_feature_contrast(feat: Tensor, *, cell: int = 8, grid: int | None = None, clip: float = 5.0) -> Tensor:
+def structured_feature_contrast(feat: Tensor | PreparedFeatures,
+                                *,
+                                cell: int = 8,
+                                grid: int | None = None,
+                                clip: float = 5.0) -> Tensor:
     """Structured Feature Contrast SFC = inter / (inter + intra) in [0, 1] (SPEC §2).
 
     M is the channel-L2 map, z-scored over H*W (unbiased std, at least 1e-6) and clamped to +-``clip``. It is cut
@@ -52,7 +62,8 @@ def structured_feature_contrast(feat: Tensor, *, cell: int = 8, grid: int | None
     the cropped map and SFC is the share of it explained by the cells. A map that fits in one cell scores 0.
 
     Args:
-        feat (Tensor): (B, C, H, W) features.
+        feat (Tensor | PreparedFeatures): (B, C, H, W) features, or the map prepared by
+            :func:`~mmfusion.metrics.prepare_features`.
         cell (int): cell side in pixels, min(cell, H) x min(cell, W). Defaults to 8.
         grid (int, optional): use a fixed grid x grid cells instead (cells of H // grid x W // grid pixels, at least
             1); the reference's second variant, which tends to 1 on small maps. Defaults to None.
@@ -61,21 +72,62 @@ def structured_feature_contrast(feat: Tensor, *, cell: int = 8, grid: int | None
     Returns:
         Tensor: (B,) SFC.
     """
-    feat, bad = as_feature(feat)
-    return zero_bad(dict(v=_sfc(feat, cell, grid, clip)), bad)['v']
+    prep = prepare_features(feat)
+    return zero_bad(dict(v=_sfc(prep.norm_map(), cell, grid, clip)), prep.bad)['v']
 
 
-def _sample_points(feat: Tensor, n_samples: int, generator: torch.Generator) -> Tensor:
-    """Per-channel z-scored pixel vectors (B, n, C), at most ``n_samples`` of them (same pixels for the batch)."""
+def _sample_points(feat: Tensor | PreparedFeatures,
+                   n_samples: int,
+                   generator: torch.Generator,
+                   raster: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+    """Per-channel z-scored pixel vectors (B, n, C), at most ``n_samples`` of them (same pixels for the batch).
+
+    The mean and the population std of each channel are those of all H*W pixels (taken from the prepared map when
+    given one); the pixels are drawn with ``torch.randperm`` from ``generator``, and come in draw order. The result
+    is a transposed view of a (B, C, n) tensor.
+
+    With ``raster=True`` the drawn pixels come in raster order instead, with the permutation ``perm`` that puts
+    them in draw order (``points[:, perm]``; None when all pixels are kept): the clustering permutes its small
+    PCA scores rather than the (C, n) points.
+    """
+    if isinstance(feat, PreparedFeatures):
+        mean, ssd = feat.channel_stats()
+        feat = feat.feat
+    else:
+        mean, ssd = channel_moments(feat.flatten(2))
     x = feat.flatten(2)  # (B, C, HW)
-    mean, std = channel_stats(x, unbiased=False)
     n = x.shape[-1]
+    std = (ssd / n).sqrt_()
+    perm = None
     if n > n_samples:
         idx = torch.randperm(n, generator=generator)[:n_samples].to(x.device)
-        x = x.gather(-1, idx.view(1, 1, -1).expand(x.shape[0], x.shape[1], -1))  # faster than index_select here
+        # Read the pixels in raster order (cache-friendly on a large map).
+        srt, order = idx.sort()
+        x = x.reshape(-1, n).index_select(1, srt).view(*x.shape[:2], -1)
+        perm = torch.argsort(order)
+        if not raster:
+            x = x.view(-1, x.shape[-1]).index_select(1, perm).view_as(x)
     else:
         x = x.clone()
-    return x.sub_(mean).div_(std + 1e-6).transpose(1, 2).contiguous()
+    # A transposed view, not a copy: the consumers are matrix products (which take either layout) and elementwise
+    # ops on the (C, n) layout, and a (C, n) -> (n, C) copy costs more than the rest of the preparation.
+    x = x.sub_(mean).div_(std.add_(1e-6)).transpose(1, 2)
+    return (x, perm) if raster else x
+
+
+def _centred(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Points (N, n, C) minus their mean, and their total variance (N,).
+
+    The elementwise work follows the memory layout of ``x`` (elementwise ops on a transposed view are slow), and
+    the sum of squares is a reduction without a full-size temporary (a multi-MB temporary costs page faults).
+    """
+    t = x.transpose(1, 2)
+    if t.is_contiguous():  # (N, C, n) storage, as _sample_points gives
+        tc = t - t.mean(dim=2, keepdim=True)
+        return tc.transpose(1, 2), torch.einsum('bcn,bcn->b', tc, tc) / x.shape[1]
+    x = x.contiguous()
+    xc = x - x.mean(dim=1, keepdim=True)
+    return xc, torch.einsum('bnc,bnc->b', xc, xc) / x.shape[1]
 
 
 def _median_ignore_nan(vals: Tensor) -> Tensor:
@@ -118,14 +170,30 @@ def clustering_score_points(x: Tensor,
     Returns:
         Tensor: (N,) SCS in [0, 1]; 0 where no k survives or the points are constant.
     """
+    return _clustering_score(x, None, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
+                             max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
+                             generator=generator)
+
+
+def _clustering_score(x: Tensor, perm: Tensor | None, *, ks: tuple[int, ...], pca_dim: int, restarts: int,
+                      n_silhouette: int, max_iter: int, tol: float, prune_after: int | None, prune_keep: int,
+                      generator: torch.Generator | None) -> Tensor:
+    """:func:`clustering_score_points` of the points ``x[:, perm]`` (``x`` itself when ``perm`` is None).
+
+    PCA does not depend on the order of the points, so it runs on ``x`` as given and only the (N, n, dim) scores
+    are permuted.
+    """
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     num, n, c = x.shape
     dim = min(pca_dim, c, n - 1)
-    constant = x.var(dim=1, unbiased=False).sum(-1) <= 1e-10
     if dim < 1:
         return torch.zeros(num, device=x.device)
-    z = pca_project(x, dim)
+    xc, total_var = _centred(x)
+    constant = total_var <= 1e-10
+    z = xc @ _pca_axes(xc, dim)
+    if perm is not None:
+        z = z.index_select(1, perm)
     sil = torch.full((num, len(ks)), float('nan'), device=x.device)
     run = [j for j, k in enumerate(ks) if n >= 2 * k]  # otherwise some cluster has fewer than 2 members
     if run:
@@ -143,7 +211,7 @@ def clustering_score_points(x: Tensor,
     return torch.where(torch.isfinite(scs) & ~constant, scs, torch.zeros_like(scs))
 
 
-def structural_clustering_score(feat: Tensor,
+def structural_clustering_score(feat: Tensor | PreparedFeatures,
                                 *,
                                 ks: tuple[int, ...] = (6, 8, 10),
                                 n_samples: int = 4096,
@@ -170,7 +238,8 @@ def structural_clustering_score(feat: Tensor,
     on the same points to well within 0.02 (tests/test_metrics/test_structure.py; benchmarks/bench_metrics.py).
 
     Args:
-        feat (Tensor): (B, C, H, W) features.
+        feat (Tensor | PreparedFeatures): (B, C, H, W) features, or the map prepared by
+            :func:`~mmfusion.metrics.prepare_features`.
         ks (tuple[int]): numbers of clusters. Defaults to (6, 8, 10).
         n_samples (int): pixels kept per image. Defaults to 4096.
         pca_dim (int): PCA dimension. Defaults to 32.
@@ -186,16 +255,16 @@ def structural_clustering_score(feat: Tensor,
     Returns:
         Tensor: (B,) SCS; 0 when no k survives, or the features are constant or non-finite.
     """
-    feat, bad = as_feature(feat)
+    prep = prepare_features(feat)
     gen = torch.Generator().manual_seed(seed)
-    x = _sample_points(feat, n_samples, gen)
-    scs = clustering_score_points(x, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
-                                  max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
-                                  generator=gen)
-    return zero_bad(dict(v=scs), bad)['v']
+    x, perm = _sample_points(prep, n_samples, gen, raster=True)
+    scs = _clustering_score(x, perm, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
+                            max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
+                            generator=gen)
+    return zero_bad(dict(v=scs), prep.bad)['v']
 
 
-def structural_coherence(feat: Tensor,
+def structural_coherence(feat: Tensor | PreparedFeatures,
                          *,
                          cell: int = 8,
                          grid: int | None = None,
@@ -213,7 +282,8 @@ def structural_coherence(feat: Tensor,
     """Structural Coherence SC = sqrt(SFC * SCS) (SPEC §2; the reference never forms SC, mmfusion does).
 
     Args:
-        feat (Tensor): (B, C, H, W) features, any floating dtype.
+        feat (Tensor | PreparedFeatures): (B, C, H, W) features, any floating dtype, or the map prepared by
+            :func:`~mmfusion.metrics.prepare_features` (shared with :func:`~mmfusion.metrics.edge_fidelity`).
         cell (int): SFC cell side. Defaults to 8.
         grid (int, optional): SFC fixed grid instead of cells. Defaults to None.
         clip (float): SFC clamp in std. Defaults to 5.0.
@@ -231,15 +301,15 @@ def structural_coherence(feat: Tensor,
     Returns:
         dict[str, Tensor]: (B,) float32 tensors ``SFC``, ``SCS``, ``SC``.
     """
-    feat, bad = as_feature(feat)
-    sfc = _sfc(feat, cell, grid, clip)
+    prep = prepare_features(feat)
+    sfc = _sfc(prep.norm_map(), cell, grid, clip)
     gen = torch.Generator().manual_seed(seed)
-    x = _sample_points(feat, n_samples, gen)
-    scs = clustering_score_points(x, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
-                                  max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
-                                  generator=gen)
+    x, perm = _sample_points(prep, n_samples, gen, raster=True)
+    scs = _clustering_score(x, perm, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
+                            max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
+                            generator=gen)
     out = dict(SFC=sfc, SCS=scs, SC=(sfc * scs).clamp_min(0).sqrt())
-    return zero_bad(out, bad)
+    return zero_bad(out, prep.bad)
 
 
 def structural_coherence_gt(feat: Tensor,
@@ -280,7 +350,8 @@ def structural_coherence_gt(feat: Tensor,
     Returns:
         dict[str, Tensor]: (B,) tensors ``SFC_GT``, ``SCS_GT``, ``SC_GT``.
     """
-    feat, bad = as_feature(feat)
+    prep = prepare_features(feat)
+    feat, bad = prep.feat, prep.bad
     b, c, h, w = feat.shape
     if not isinstance(seg, Tensor) or seg.is_floating_point() or seg.dtype == torch.bool:
         raise ValueError('seg must be an integer tensor of segment ids (B, H, W); got '
@@ -291,9 +362,10 @@ def structural_coherence_gt(feat: Tensor,
         raise ValueError(f'seg must have shape (B, H, W) with B = {b}, got {tuple(seg.shape)}.')
     seg = F.interpolate(seg[:, None].to(feat.device, torch.float64), size=(h, w), mode='nearest')[:, 0].long()
     void = (seg == ignore_index) | (seg < 0)
-    m = zscore(channel_norm_map(feat), dim=(1, 2), unbiased=True).clamp(-clip, clip)
+    m = zscore(prep.norm_map(), dim=(1, 2), unbiased=True).clamp(-clip, clip)
     x_all = feat.flatten(2)  # (B, C, HW)
-    ch_mean, ch_std = channel_stats(x_all, unbiased=False)
+    ch_mean = prep.channel_stats()[0]
+    ch_std = prep.channel_std(unbiased=False)
     sfc = torch.zeros(b, device=feat.device)
     scs = torch.zeros(b, device=feat.device)
     for i in range(b):

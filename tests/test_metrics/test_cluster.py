@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from mmfusion.metrics.cluster import (
+    _augmented,
     _distance_sums,
+    _lower_gram,
     compact,
     kmeans,
     kmeans_multi,
@@ -139,3 +141,49 @@ def test_pca_project_of_rank_one_data_keeps_one_non_zero_axis():
     assert z.shape == (1, 10, 2)
     assert z[0, :, 1].abs().max() < 1e-4
     assert z[0, :, 0].abs().max() > 1
+
+
+def test_augmented_product_gives_squared_distances():
+    x = torch.randn(2, 40, 5, generator=gen(20))
+    rows, cols = _augmented(x)
+    assert torch.allclose(rows @ cols, torch.cdist(x, x).pow(2), atol=1e-4)
+
+
+@pytest.mark.parametrize('d', [7, 200, 257])
+def test_lower_gram_has_the_lower_triangle_of_the_gram_matrix(d):
+    x = torch.randn(1, d, 300, generator=gen(21)).transpose(1, 2)  # a transposed view, as SCS passes it
+    assert torch.allclose(torch.tril(_lower_gram(x)), torch.tril(x.transpose(1, 2) @ x), rtol=1e-5, atol=1e-3)
+
+
+def test_kmeans_with_coinciding_seeds_assigns_ties_to_the_first_centre():
+    # All points equal: k-means++ can only pick the same point twice, every point is tied between both centres.
+    labels, inertia = kmeans(torch.ones(1, 6, 3), 2, generator=gen(0))
+    assert labels.tolist() == [[0] * 6] and inertia.item() == 0.0
+
+
+@pytest.mark.parametrize('prune_after', [None, 0, 2, 3])
+def test_kmeans_multi_of_a_batch_equals_each_set_alone(prune_after):
+    # Runs stop (and are pruned) at different iterations in different sets; each set must still get its own
+    # result, up to float rounding of the batched products.
+    x = torch.randn(3, 150, 4, generator=gen(22))
+    x[1] = blobs(k=3, per=50, d=4, seed=23)[0]
+    batch = kmeans_multi(x, (2, 3, 5), generator=gen(24), prune_after=prune_after, prune_keep=2)
+    for i in range(3):
+        alone = kmeans_multi(x[i:i + 1], (2, 3, 5), generator=gen(24), prune_after=prune_after, prune_keep=2)
+        for (lab_b, in_b), (lab_a, in_a) in zip(batch, alone):
+            assert same_partition(lab_b[i], lab_a[0])
+            assert in_b[i].item() == pytest.approx(in_a[0].item(), rel=1e-5)
+
+
+def test_stratified_keep_takes_the_smallest_keys_of_each_cluster():
+    g = gen(25)
+    labels = torch.randint(0, 5, (2, 300), generator=g)
+    keys = torch.rand(300, generator=g)
+    keep = stratified_keep(labels, 5, 60, keys)
+    for i in range(2):
+        for c in range(5):
+            members = (labels[i] == c).nonzero().flatten()
+            quota = min(len(members), max(2, round(60 * len(members) / 300)))
+            expected = members[keys[members].argsort()[:quota]]
+            assert set(keep[i].nonzero().flatten().tolist()) >= set(expected.tolist())
+            assert int(keep[i][members].sum()) == quota

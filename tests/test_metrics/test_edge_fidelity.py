@@ -13,6 +13,7 @@ from mmfusion.metrics import (
     sp_radii,
     spatial_precision,
 )
+from mmfusion.metrics.edge_fidelity import _ncc_one_radius, multichannel_sobel
 from mmfusion.metrics.edges import image_gradient
 
 KEYS = ('EC', 'NC', 'FC', 'SP', 'r_tau', 'EF')
@@ -290,3 +291,32 @@ def test_nan_features_warn_and_give_zeros():
 def test_bad_images_raise_value_errors_naming_the_fix(image, match):
     with pytest.raises(ValueError, match=match):
         edge_fidelity(torch.rand(2, 3, 8, 8), image)
+
+
+def test_ncc_of_one_radius_equals_shift_ncc():
+    m = torch.randn(3, 11, 17, generator=gen(30)).cumsum(2)
+    m[2] = 1.0  # constant: no direction has variance, NCC 0
+    for r in (1, 2, 6, 11, 40):
+        assert torch.allclose(_ncc_one_radius(m, r), shift_ncc(m, [r])[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_decorrelation_radius_shortcut_equals_the_full_search(seed):
+    # A batch that mixes maps decorrelated at the first radius with smooth ones that are not takes the full path;
+    # each map gets the radius the full search gives it alone.
+    g = gen(40 + seed)
+    smooth = F.interpolate(torch.randn(2, 1, 6, 8, generator=g), size=(30, 40), mode='bilinear')[:, 0]
+    noise = torch.randn(2, 30, 40, generator=g)
+    m = torch.cat([noise, smooth])
+    radii = sp_radii(30, 40)
+    for i in range(4):
+        below = shift_ncc(m[i:i + 1], radii)[0] < 0.5
+        expected = radii[int(below.float().argmax())] if below.any() else radii[-1]
+        assert decorrelation_radius(m[i:i + 1]).item() == expected
+        assert decorrelation_radius(m)[i].item() == expected
+
+
+def test_multichannel_sobel_with_given_std_equals_computed_std():
+    feat = torch.randn(2, 5, 9, 12, generator=gen(31)) * torch.arange(1.0, 6.0).view(1, 5, 1, 1)
+    std = feat.flatten(2).std(dim=-1, keepdim=True)
+    assert torch.allclose(multichannel_sobel(feat, std), multichannel_sobel(feat), rtol=1e-5, atol=1e-6)

@@ -1,16 +1,21 @@
 """SPEC §1 building blocks on hand-made arrays."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmfusion.metrics.edges import (
     FEAT_SOBEL_X,
     IMAGE_SOBEL_X,
     centreline,
+    dilate,
     edge_zones,
     image_gradient,
+    max_filter,
     minmax_valid,
+    resize_image,
     sobel_magnitude,
     srgb_to_luminance,
+    top_k_mask,
     top_q,
     valid_mask,
 )
@@ -112,3 +117,55 @@ def test_tiny_grids_give_empty_but_defined_masks(size):
     gi = image_gradient(torch.rand(2, 3, 9, 9), size)
     assert torch.isfinite(gi).all()
     assert not centreline(gi, 0.4, valid_mask(*size)).any()
+
+
+@pytest.mark.parametrize('src', [(512, 1024), (37, 53), (5, 3)])
+@pytest.mark.parametrize('size', [(128, 256), (16, 32), (7, 9), (40, 60), (1, 1), (64, 130)])
+def test_resize_image_equals_f_interpolate_for_uint8_and_float(src, size):
+    img = torch.randint(0, 256, (2, 3, *src), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ref = F.interpolate(img.float() / 255, size=size, mode='bilinear', align_corners=False)
+    assert torch.allclose(resize_image(img, size), ref, atol=1e-6)
+    assert torch.allclose(resize_image(img.float() / 255, size), ref, atol=1e-6)
+    aa = F.interpolate(img.float() / 255, size=size, mode='bilinear', align_corners=False, antialias=True)
+    assert torch.allclose(resize_image(img, size, antialias=True), aa, atol=1e-6)
+
+
+def test_resize_image_of_a_uint8_image_at_its_own_size_is_the_scaled_image():
+    img = torch.randint(0, 256, (1, 3, 6, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(resize_image(img, (6, 7)), img.float() / 255.0)
+
+
+def test_top_k_mask_is_exact_and_breaks_ties_by_position():
+    vals = torch.tensor([[3.0, 1.0, 2.0, 2.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    assert top_k_mask(vals, 3).tolist() == [[True, False, True, True, False, False],
+                                            [True, True, True, False, False, False]]
+    assert not top_k_mask(vals, 0).any()
+    assert top_k_mask(vals, 6).all()
+
+
+def test_top_q_with_an_arbitrary_valid_mask_matches_the_definition():
+    x = torch.rand(2, 7, 9, generator=torch.Generator().manual_seed(2))
+    valid = torch.rand(7, 9, generator=torch.Generator().manual_seed(3)) > 0.4
+    sel = top_q(x, 0.3, valid)
+    n = int(valid.sum())
+    k = -(-3 * n // 10)  # ceil(0.3 n)
+    for i in range(2):
+        assert int(sel[i].sum()) == k and not (sel[i] & ~valid).any()
+        assert x[i][sel[i]].min() >= x[i][valid & ~sel[i]].max()
+
+
+@pytest.mark.parametrize('shape', [(1, 128, 256), (2, 5, 7), (1, 3, 2), (1, 1, 1)])
+@pytest.mark.parametrize('radius', [1, 2, 4])
+def test_max_filter_equals_the_2d_max_pool(shape, radius):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(4))
+    ref = F.max_pool2d(x.unsqueeze(1), 2 * radius + 1, stride=1, padding=radius).squeeze(1)
+    assert torch.equal(max_filter(x, radius), ref)
+
+
+def test_outer_zone_grown_from_the_inner_one_equals_the_direct_dilation():
+    centre = torch.rand(2, 23, 31, generator=torch.Generator().manual_seed(5)) > 0.97
+    valid = valid_mask(23, 31)
+    for d_in, d_out in ((2, 4), (1, 3), (3, 3), (4, 2)):
+        zones = edge_zones(centre, valid, d_in, d_out)
+        assert torch.equal(zones['outer'], dilate(centre, d_out))
+        assert torch.equal(zones['inner'], dilate(centre, d_in))

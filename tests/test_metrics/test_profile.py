@@ -9,12 +9,19 @@ import torch
 
 from mmfusion.metrics import (
     METRIC_KEYS,
+    PreparedFeatures,
     ProfileAccumulator,
+    edge_fidelity,
     load_profile,
+    metrics_per_image,
+    prepare_features,
     profile_features,
     save_profile,
     save_profile_csv,
     select_pair,
+    structural_clustering_score,
+    structural_coherence,
+    structured_feature_contrast,
 )
 
 # SPEC §4, the published profile.
@@ -140,3 +147,38 @@ def test_metrics_package_imports_nothing_from_openmmlab():
                 names = [node.module or '']
             for name in names:
                 assert name.split('.')[0] not in {'mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain'}, (path, name)
+
+
+def test_prepared_features_give_the_same_metrics_as_the_tensor():
+    feat = torch.randn(2, 6, 16, 24, generator=torch.Generator().manual_seed(3)).double()
+    img = images(2)[..., :32, :48]
+    prep = prepare_features(feat)
+    assert isinstance(prep, PreparedFeatures) and prepare_features(prep) is prep
+    assert prep.feat.dtype == torch.float32 and tuple(prep.shape) == (2, 6, 16, 24)
+    for got, ref in ((structural_coherence(prep), structural_coherence(feat)),
+                     (edge_fidelity(prep, img), edge_fidelity(feat, img)),
+                     (dict(v=structured_feature_contrast(prep)), dict(v=structured_feature_contrast(feat))),
+                     (dict(v=structural_clustering_score(prep)), dict(v=structural_clustering_score(feat)))):
+        assert all(torch.equal(got[k], ref[k]) for k in ref)
+    both = metrics_per_image(feat, img)
+    assert all(torch.equal(both[k], {**structural_coherence(feat), **edge_fidelity(feat, img)}[k]) for k in both)
+
+
+def test_prepared_features_statistics():
+    feat = torch.randn(2, 4, 5, 7, generator=torch.Generator().manual_seed(4)) * 3 + 1
+    prep = prepare_features(feat)
+    x = feat.flatten(2)
+    assert torch.allclose(prep.channel_stats()[0], x.mean(-1, keepdim=True), atol=1e-5)
+    assert torch.allclose(prep.channel_std(unbiased=True), x.std(-1, keepdim=True), rtol=1e-5)
+    assert torch.allclose(prep.channel_std(unbiased=False), x.std(-1, unbiased=False, keepdim=True), rtol=1e-5)
+    assert torch.allclose(prep.norm_map(), feat.norm(dim=1), rtol=1e-5)
+    assert prep.norm_map() is prep.norm_map()  # computed once
+
+
+def test_prepared_features_warn_once_about_non_finite_values():
+    feat = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    feat[1, 0, 2, 2] = float('nan')
+    with pytest.warns(RuntimeWarning, match='NaN') as record:
+        out = metrics_per_image(feat, images(2)[..., :32, :32])
+    assert len(record) == 1
+    assert all(out[k][1].item() == 0.0 for k in out) and out['SCS'][0].item() > 0
