@@ -88,6 +88,7 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str], wait_
             hook['test_out_dir'] = show_dir
         else:
             cfg.visualizer['save_dir'] = show_dir
+            hook['interval'] = 1  # mmseg draws every 50th image by default; --show-dir means every test image
 
 
 def build_runner(cfg: Config):

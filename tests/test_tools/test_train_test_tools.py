@@ -139,3 +139,38 @@ def test_each_run_gets_its_own_visualizer(tmp_path):
     cfg = load_config(FLAGSHIP, None, str(tmp_path), 'none')
     assert 'name' not in cfg.visualizer
     assert Config.fromfile(FLAGSHIP).visualizer.name == 'visualizer'
+
+
+def test_semantic_mmseg_config_trains_and_tests(cityscapes_root, tmp_path):
+    """The same tools on an mmseg-scoped config: fused model + stock mmseg Mask2Former, IoUMetric, overlays."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask2former_d3s2_cityscapes_semantic.py'))
+    shrink_fusion_model(cfg.model)
+    cfg.model.data_preprocessor.size = (64, 128)
+    root = cityscapes_root.rstrip('/') + '/'
+    train_pipe = cfg.train_dataloader.dataset.pipeline
+    train_pipe[2] = dict(type='RandomResize', scale=(256, 128), ratio_range=(0.8, 1.2), keep_ratio=True)
+    train_pipe[3].crop_size = (64, 128)  # mmseg's RandomCrop takes (h, w)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dl = cfg[name]
+        dl.update(batch_size=2 if name == 'train_dataloader' else 1, num_workers=0, persistent_workers=False)
+        dl.dataset.data_root = root
+    cfg.val_dataloader.dataset.pipeline[1].scale = (256, 128)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    cfg.param_scheduler[0].end = 2
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.default_hooks.logger.interval = 1
+    cfg.custom_hooks = [dict(type='mmfusion.SCEFHook', interval=2, num_probes=1, probe_size=(64, 128))]
+    cfg_path = str(tmp_path / 'tiny_semantic.py')
+    cfg.dump(cfg_path)
+
+    work = str(tmp_path / 'work')
+    runner = _train([cfg_path, '--work-dir', work])
+    assert runner.iter == 2 and osp.isfile(osp.join(work, 'iter_2.pth'))
+    assert len([f for f in os.listdir(osp.join(work, 'scef')) if f.endswith('.json')]) == 2  # before + iter 2
+
+    from tools.test import main as test_main
+    metrics = test_main([cfg_path, osp.join(work, 'iter_2.pth'), '--work-dir', str(tmp_path / 'test'),
+                         '--show-dir', str(tmp_path / 'vis')])
+    assert 0.0 <= metrics['mIoU'] <= 100.0
+    assert len([f for r, _, fs in os.walk(tmp_path / 'vis') for f in fs if f.endswith('.png')]) == 2
