@@ -15,7 +15,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from mmengine.config import Config
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from mmfusion.utils.images import list_images
+
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 
 
@@ -54,10 +55,7 @@ class FusionInferencer:
         Overlays are written to ``{out_dir}/vis/`` when ``out_dir`` is set.
         """
         if isinstance(inputs, str) and osp.isdir(inputs):
-            files = sorted(f for f in os.listdir(inputs) if f.lower().endswith(IMAGE_EXTS))
-            if not files:
-                raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTS)}) in folder {inputs}')
-            inputs = [osp.join(inputs, f) for f in files]
+            inputs = list_images(inputs)
         if self.scope == 'mmdet':
             return self._inferencer(inputs, out_dir=out_dir, no_save_pred=not out_dir, **kwargs)
         return self._inferencer(inputs, out_dir=out_dir, **kwargs)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from mmfusion.metrics.cluster import pca_fit
+from mmfusion.utils import images as _images
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg')
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -31,37 +32,22 @@ class ProfileError(Exception):
 
 
 def list_images(folder: str, num: int | None = None) -> list[str]:
-    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name.
-
-    Args:
-        folder (str): image folder.
-        num (int, optional): keep the first ``num``. Defaults to None (all).
-    """
+    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
     if not osp.isdir(folder):
         raise ProfileError(f'image folder not found: {folder}; pass an existing folder to --images')
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
-    if not files:
-        raise ProfileError(f'no {"/".join(IMAGE_EXTS)} images in {folder}; put some there or pass another --images')
-    return [osp.join(folder, f) for f in files[:num]]
+    try:
+        return _images.list_images(folder, num, exts=IMAGE_EXTS)
+    except FileNotFoundError:
+        raise ProfileError(f'no {"/".join(IMAGE_EXTS)} images in {folder}; put some there or pass another '
+                           '--images') from None
 
 
 def load_image(path: str, size: Sequence[int] | None = None) -> Tensor:
-    """Read an image as uint8 RGB (3, H, W).
-
-    Args:
-        path (str): image file.
-        size (Sequence[int], optional): (H, W) to resize to (bilinear). Defaults to None (as stored).
-    """
-    from PIL import Image
+    """Read an image as uint8 RGB (3, H, W), resized (bilinear) to ``size`` = (H, W) when given."""
     try:
-        with Image.open(path) as im:
-            im = im.convert('RGB')
-            if size is not None:
-                im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8).copy()
+        return _images.read_rgb(path, size)
     except Exception as e:  # PIL raises several types for broken files
         raise ProfileError(f'cannot read image {path} ({type(e).__name__}: {e}); remove or replace it') from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def dataset_image_paths(config: str, split: str = 'val', num: int | None = None) -> list[str]:

@@ -6,7 +6,7 @@ mmfusion configs inherit mmdet's or mmseg's own recipes, so one pair of tools se
 from __future__ import annotations
 
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional
 
 from mmengine.config import Config, DictAction
 
@@ -99,8 +99,3 @@ def build_runner(cfg: Config):
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
 
-
-def parse_size(values: Sequence[int]) -> tuple:
-    if len(values) == 1:
-        return (values[0], values[0])
-    return tuple(values)

@@ -6,7 +6,6 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,8 +16,8 @@ from torch import Tensor
 
 from mmfusion.metrics import ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
+from mmfusion.utils.images import list_images, read_rgb
 
-_IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 # ImageNet statistics in RGB order, used when the model's data preprocessor states none (SPEC §5).
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
 _IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -191,15 +190,11 @@ class SCEFHook(Hook):
         return self._probes
 
     def _load_folder(self) -> List[Tensor]:
-        from PIL import Image
-        names = sorted(n for n in os.listdir(self.probe_images) if n.lower().endswith(_IMAGE_EXTS))
-        if not names:
-            raise FileNotFoundError(f'no images ({", ".join(_IMAGE_EXTS)}) in probe_images={self.probe_images!r}')
-        images = []
-        for name in names[:self.num_probes]:
-            with Image.open(osp.join(self.probe_images, name)) as im:
-                images.append(torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).contiguous())
-        return images
+        try:
+            paths = list_images(self.probe_images, self.num_probes)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'SCEFHook probe_images: {e}') from None
+        return [read_rgb(p) for p in paths]
 
     def _from_dataset(self, runner, model: nn.Module) -> List[Tensor]:
         dataset = runner.train_dataloader.dataset
