@@ -14,9 +14,13 @@ Prints per-map times, the total ratio and the SCS differences, and a last line
 ``total: mmfusion X ms, sklearn path Y ms, speed-up Z×, max |ΔSCS| W``. Both libraries get the same thread count
 (``--threads``, default: all cores).
 
+``--breakdown`` also times the stages of both paths (mmfusion: preparation + SFC, EF, PCA, k-means, silhouette;
+sklearn: PCA, KMeans, silhouette_score) and prints the ceiling of the speed-up: the ratio the mmfusion path would
+reach if its SCS cost nothing (both paths keep SFC and EF), and if its k-means alone cost nothing.
+
 Usage::
 
-    python benchmarks/bench_metrics.py [--threads 2] [--repeats 1] [--device cpu]
+    python benchmarks/bench_metrics.py [--threads 2] [--repeats 1] [--device cpu] [--breakdown]
 """
 from __future__ import annotations
 
@@ -38,7 +42,10 @@ from mmfusion.metrics import (  # noqa: E402
     structural_coherence,
     structured_feature_contrast,
 )
+from mmfusion.metrics._utils import prepare_features  # noqa: E402
+from mmfusion.metrics.cluster import _pca_axes, kmeans_multi, stratified_silhouettes  # noqa: E402
 from mmfusion.metrics.sklearn_ref import scs_points, sklearn_clustering_score  # noqa: E402
+from mmfusion.metrics.structure import _centred, _sample_points  # noqa: E402
 
 SIZE = (512, 1024)
 ENCODERS = {
@@ -99,12 +106,73 @@ def timed(fn, repeats: int):
     return best, cpu, out
 
 
+def stage_times(feat: torch.Tensor, image: torch.Tensor, repeats: int, threads: int) -> dict[str, float]:
+    """Seconds per stage of both paths on one map (CPU), with the defaults of ``structural_coherence``."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
+
+    out = {}
+    out['prep+SFC'], _, prep = timed(lambda: _prepared(feat), repeats)
+    out['EF'], _, _ = timed(lambda: edge_fidelity(prep, image), repeats)
+
+    def pca():
+        gen = torch.Generator().manual_seed(0)
+        x, perm = _sample_points(prep, 4096, gen, raster=True)
+        xc, _ = _centred(x)
+        z = xc @ _pca_axes(xc, min(32, x.shape[2], x.shape[1] - 1))
+        return (z if perm is None else z.index_select(1, perm)), gen
+
+    out['PCA'], _, (z, gen) = timed(pca, repeats)
+    ks = (6, 8, 10)
+    out['k-means'], _, res = timed(
+        lambda: kmeans_multi(z, ks, generator=torch.Generator().manual_seed(0), prune_after=3, prune_keep=2),
+        repeats)
+    keys = torch.rand(z.shape[1], generator=gen)
+    out['silhouette'], _, _ = timed(lambda: stratified_silhouettes(z, [lab for lab, _ in res], ks, 2000, keys),
+                                   repeats)
+    pts = scs_points(feat)[0].numpy()
+    with threadpool_limits(limits=threads):
+        out['skl PCA'], _, zs = timed(lambda: PCA(n_components=min(32, *pts.shape), random_state=0).fit_transform(pts),
+                                      repeats)
+        out['skl KMeans'], _, labs = timed(
+            lambda: [KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(zs) for k in ks], repeats)
+        rng = torch.Generator().manual_seed(0)
+        picks = [torch.randperm(len(zs), generator=rng)[:2000].numpy() for _ in ks]
+        out['skl silhouette'], _, _ = timed(
+            lambda: [silhouette_score(zs[i], lab[i]) for i, lab in zip(picks, labs)], repeats)
+    return out
+
+
+def _prepared(feat):
+    prep = prepare_features(feat)
+    structured_feature_contrast(prep)
+    prep.channel_stats()
+    return prep
+
+
+def print_breakdown(maps, image, repeats: int, threads: int) -> None:
+    """Per-stage times summed over the maps, and the speed-up ceilings they imply."""
+    tot: dict[str, float] = {}
+    for _, _, feat in maps:
+        for key, val in stage_times(feat, image, repeats, threads).items():
+            tot[key] = tot.get(key, 0.0) + val
+    print('stage totals over the maps (ms): ' + ', '.join(f'{k} {v * 1e3:.0f}' for k, v in tot.items()))
+    shared = tot['prep+SFC'] + tot['EF']
+    ours = shared + tot['PCA'] + tot['k-means'] + tot['silhouette']
+    ref = shared + tot['skl PCA'] + tot['skl KMeans'] + tot['skl silhouette']
+    print(f'stage sums: mmfusion {ours * 1e3:.0f} ms, sklearn path {ref * 1e3:.0f} ms ({ref / ours:.1f}x); '
+          f'ceiling with free k-means {ref / (ours - tot["k-means"]):.1f}x, with a free SCS {ref / shared:.1f}x')
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=os.cpu_count(), help='threads for torch and sklearn')
     parser.add_argument('--repeats', type=int, default=1, help='best of N timings per map')
     parser.add_argument('--device', default='cpu', help='device of the mmfusion path')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--breakdown', action='store_true', help='also time the stages of both paths (CPU only)')
     args = parser.parse_args(argv)
 
     from threadpoolctl import threadpool_limits
@@ -165,6 +233,8 @@ def main(argv=None) -> None:
     print(f'total CPU : mmfusion {cpu_ours * 1e3:.0f} ms, sklearn-based {cpu_ref * 1e3:.0f} ms, '
           f'speed-up {cpu_ref / cpu_ours:.1f}x (CPU time is steadier than wall time on a busy machine)')
     print(f'|SCS diff| max {max(diffs):.4f}, mean {sum(diffs) / len(diffs):.4f} (target <= 0.02)')
+    if args.breakdown:
+        print_breakdown(maps, image, args.repeats, args.threads)
     print(f'total: mmfusion {tot_ours * 1e3:.0f} ms, sklearn path {tot_ref * 1e3:.0f} ms, '
           f'speed-up {tot_ref / tot_ours:.1f}\u00d7, max |\u0394SCS| {max(diffs):.4f}')
 
