@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -113,33 +114,36 @@ def stage_times(feat: torch.Tensor, image: torch.Tensor, repeats: int, threads: 
     from sklearn.metrics import silhouette_score
     from threadpoolctl import threadpool_limits
 
+    opt = {k: p.default for k, p in inspect.signature(structural_coherence).parameters.items() if k != 'feat'}
+    ks = opt['ks']
     out = {}
     out['prep+SFC'], _, prep = timed(lambda: _prepared(feat), repeats)
     out['EF'], _, _ = timed(lambda: edge_fidelity(prep, image), repeats)
 
     def pca():
-        gen = torch.Generator().manual_seed(0)
-        x, perm = _sample_points(prep, 4096, gen, raster=True)
+        gen = torch.Generator().manual_seed(opt['seed'])
+        x, perm = _sample_points(prep, opt['n_samples'], gen, raster=True)
         xc, _ = _centred(x)
-        z = xc @ _pca_axes(xc, min(32, x.shape[2], x.shape[1] - 1))
+        z = xc @ _pca_axes(xc, min(opt['pca_dim'], x.shape[2], x.shape[1] - 1))
         return (z if perm is None else z.index_select(1, perm)), gen
 
     out['PCA'], _, (z, gen) = timed(pca, repeats)
-    ks = (6, 8, 10)
     out['k-means'], _, res = timed(
-        lambda: kmeans_multi(z, ks, generator=torch.Generator().manual_seed(0), prune_after=3, prune_keep=2),
-        repeats)
+        lambda: kmeans_multi(z, ks, restarts=opt['restarts'], max_iter=opt['max_iter'], tol=opt['tol'],
+                             generator=torch.Generator().manual_seed(opt['seed']), prune_after=opt['prune_after'],
+                             prune_keep=opt['prune_keep']), repeats)
     keys = torch.rand(z.shape[1], generator=gen)
-    out['silhouette'], _, _ = timed(lambda: stratified_silhouettes(z, [lab for lab, _ in res], ks, 2000, keys),
-                                   repeats)
-    pts = scs_points(feat)[0].numpy()
+    out['silhouette'], _, _ = timed(
+        lambda: stratified_silhouettes(z, [lab for lab, _ in res], ks, opt['n_silhouette'], keys), repeats)
+    pts = scs_points(feat, opt['n_samples'], opt['seed'])[0].numpy()
+    dim = min(opt['pca_dim'], pts.shape[1], pts.shape[0] - 1)
     with threadpool_limits(limits=threads):
-        out['skl PCA'], _, zs = timed(lambda: PCA(n_components=min(32, *pts.shape), random_state=0).fit_transform(pts),
-                                      repeats)
+        out['skl PCA'], _, zs = timed(lambda: PCA(n_components=dim, random_state=0).fit_transform(pts), repeats)
         out['skl KMeans'], _, labs = timed(
-            lambda: [KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(zs) for k in ks], repeats)
+            lambda: [KMeans(n_clusters=k, n_init=opt['restarts'], random_state=0).fit_predict(zs) for k in ks],
+            repeats)
         rng = torch.Generator().manual_seed(0)
-        picks = [torch.randperm(len(zs), generator=rng)[:2000].numpy() for _ in ks]
+        picks = [torch.randperm(len(zs), generator=rng)[:opt['n_silhouette']].numpy() for _ in ks]
         out['skl silhouette'], _, _ = timed(
             lambda: [silhouette_score(zs[i], lab[i]) for i, lab in zip(picks, labs)], repeats)
     return out
