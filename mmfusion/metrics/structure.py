@@ -303,11 +303,9 @@ def structural_coherence(feat: Tensor | PreparedFeatures,
     """
     prep = prepare_features(feat)
     sfc = _sfc(prep.norm_map(), cell, grid, clip)
-    gen = torch.Generator().manual_seed(seed)
-    x, perm = _sample_points(prep, n_samples, gen, raster=True)
-    scs = _clustering_score(x, perm, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
-                            max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
-                            generator=gen)
+    scs = structural_clustering_score(prep, ks=ks, n_samples=n_samples, pca_dim=pca_dim, restarts=restarts,
+                                      n_silhouette=n_silhouette, seed=seed, max_iter=max_iter, tol=tol,
+                                      prune_after=prune_after, prune_keep=prune_keep)
     out = dict(SFC=sfc, SCS=scs, SC=(sfc * scs).clamp_min(0).sqrt())
     return zero_bad(out, prep.bad)
 
