@@ -205,14 +205,16 @@ def build_encoder(name: str, cfg: dict):
     except Exception as e:
         raise ProfileError(f'cannot build encoder {name} ({type(e).__name__}: {e}); fix its config or '
                            '--cfg-options') from None
-    # OpenMMLab backbones load pretrained weights through init_cfg in init_weights(); mmfusion's VFM backbones load
-    # their checkpoint when built, so init_weights() runs only when an init_cfg asks for it.
-    if cfg.get('init_cfg') and hasattr(model, 'init_weights'):
+    # Pretrained weights load in init_weights() (mmfusion's VFM backbones from `checkpoint=`, OpenMMLab ones from
+    # init_cfg); building alone reads no file.
+    if hasattr(model, 'init_weights'):
         try:
             model.init_weights()
+        except FileNotFoundError as e:
+            raise ProfileError(f'encoder {name}: {e}') from None
         except Exception as e:
-            raise ProfileError(f'cannot initialise encoder {name} ({type(e).__name__}: {e}); fix its init_cfg') \
-                from None
+            raise ProfileError(f'cannot initialise encoder {name} ({type(e).__name__}: {e}); fix its checkpoint or '
+                               'init_cfg') from None
     return model.eval()
 
 
