@@ -31,6 +31,7 @@ from .edges import (
 from .profile import (
     METRIC_KEYS,
     ProfileAccumulator,
+    injection_stride,
     load_profile,
     metrics_per_image,
     profile_features,
@@ -53,6 +54,6 @@ __all__ = [
     'structural_coherence_gt', 'channel_norm_map', 'edge_fidelity', 'concentration', 'frequency_content',
     'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient', 'first_component_map',
     'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid', 'top_q', 'centreline',
-    'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator', 'metrics_per_image',
+    'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator', 'injection_stride', 'metrics_per_image',
     'select_pair', 'save_profile', 'load_profile', 'save_profile_csv'
 ]

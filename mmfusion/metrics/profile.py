@@ -173,8 +173,21 @@ def select_pair(profiles: Mapping[str, Mapping[int, Mapping[str, float]]]) -> di
     mean_ef = {n: _mean(v['EF'] for v in profiles[n].values()) for n in others}
     aux = max(others, key=lambda n: mean_ef[n])
     aux_prof = profiles[aux]
-    stride = max(sorted(aux_prof, key=int), key=lambda s: float(aux_prof[s]['EF']))
-    return dict(master=master, auxiliary=aux, inject_stride=int(stride))
+    return dict(master=master, auxiliary=aux, inject_stride=injection_stride({s: v['EF'] for s, v in aux_prof.items()}))
+
+
+def injection_stride(ef: Mapping[int, float]) -> int:
+    """The injection stride s* = argmax_s EF_aux(s) (SPEC §4); a tie goes to the finer stride.
+
+    Args:
+        ef (Mapping): stride -> the auxiliary's EF.
+
+    Returns:
+        int: s*.
+    """
+    if not ef:
+        raise ValueError('injection_stride needs the auxiliary EF at one stride at least')
+    return int(max(sorted(ef, key=int), key=lambda s: float(ef[s])))
 
 
 def save_profile(path: str, profiles: Mapping[str, Mapping[int, Mapping[str, float]]], selection: Mapping | None = None,
