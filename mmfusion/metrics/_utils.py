@@ -1,8 +1,152 @@
 """Input checks shared by the metric functions (plain PyTorch)."""
+import math
+import numbers
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class MetricWarning(UserWarning):
+    """A metric was given a map (or an image) too small for its value to mean anything."""
+
+
+# Messages already shown by :func:`warn_once` (a profile computes the same metrics on the same sizes many times).
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """``warnings.warn(message, MetricWarning)`` the first time this process sees ``message``, whatever the filters.
+
+    Args:
+        message (str): what is wrong and what to change.
+    """
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, MetricWarning, stacklevel=3)
+
+
+class _Range(NamedTuple):
+    """Valid values of a metric hyper-parameter: ``low`` .. ``high``, each end open or closed."""
+    kind: str  # 'int', 'real' or 'ints' (a non-empty sequence of ints)
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False  # None allowed
+
+    def describe(self) -> str:
+        what = {'int': 'an integer', 'real': 'a number', 'ints': 'a non-empty sequence of integers, each'}[self.kind]
+        if math.isinf(self.low) and math.isinf(self.high):
+            bounds = ''
+        elif math.isinf(self.high):
+            bounds = f' {">" if self.low_open else ">="} {self.low:g}'
+        else:
+            bounds = (f' in {"(" if self.low_open else "["}{self.low:g}, {self.high:g}'
+                      f'{")" if self.high_open else "]"}')
+        return what + bounds + (' (or None)' if self.optional else '')
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == 'ints':
+            if isinstance(value, (str, bytes)) or not hasattr(value, '__len__') or len(value) == 0:
+                return False
+            return all(_Range('int', self.low, self.high, self.low_open, self.high_open).accepts(v) for v in value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == 'int' and not isinstance(value, numbers.Integral):
+            return False
+        if math.isnan(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+_FRACTION = _Range('real', 0, 1, low_open=True)
+_POSITIVE = _Range('real', 0, low_open=True)
+# The valid range of every metric hyper-parameter, by the name the public functions give it.
+PARAM_RANGES: dict[str, _Range] = {
+    'q': _FRACTION,
+    'q_img': _FRACTION,
+    'tau': _FRACTION,
+    'r_frac': _FRACTION,
+    'frac': _FRACTION,
+    'rho_low': _Range('real', 0, 1, high_open=True),
+    'ks': _Range('ints', 2),
+    'n_samples': _Range('int', 2),
+    'n_silhouette': _Range('int', 2),
+    'pca_dim': _Range('int', 1),
+    'restarts': _Range('int', 1),
+    'max_iter': _Range('int', 1),
+    'tol': _Range('real', 0),
+    'prune_after': _Range('int', 1, optional=True),
+    'prune_keep': _Range('int', 1),
+    'seed': _Range('int'),
+    'cell': _Range('int', 1),
+    'grid': _Range('int', 1, optional=True),
+    'clip': _POSITIVE,
+    'fc_clip': _Range('real', 0, low_open=True, optional=True),
+    'num_radii': _Range('int', 1),
+    'num': _Range('int', 1),
+    'radii': _Range('ints', 1),
+    'radius': _Range('int', 0),
+    'd_in': _Range('int', 0),
+    'd_out': _Range('int', 1),
+    'sp_scale': _POSITIVE,
+    'scale': _POSITIVE,
+    'alpha': _POSITIVE,
+    'ignore_index': _Range('int'),
+}
+
+
+def check_params(**params) -> None:
+    """Raise ``ValueError`` for a metric hyper-parameter outside its valid range (see :data:`PARAM_RANGES`).
+
+    The message names the parameter, the value given and the valid range, e.g.
+    ``q=1.5 is not valid: q must be a number in (0, 1]``.
+
+    Args:
+        **params: parameter name -> value; every name must have an entry in :data:`PARAM_RANGES`.
+    """
+    for name, value in params.items():
+        rule = PARAM_RANGES[name]
+        if not rule.accepts(value):
+            raise ValueError(f'{name}={value!r} is not valid: {name} must be {rule.describe()}.')
+
+
+# EF scores every pixel but a 1-pixel border and needs 3x3 of them.
+MIN_EF_SIDE = 5
+
+
+def map_size_problems(height: int, width: int, cell: int = 8, ks=(6, 8, 10)) -> list[str]:
+    """Why SC or EF cannot score an ``height`` x ``width`` map with the default options (empty: all can).
+
+    Args:
+        height (int): map height H.
+        width (int): map width W.
+        cell (int): SFC cell side. Defaults to 8.
+        ks (Sequence[int]): SCS numbers of clusters. Defaults to (6, 8, 10).
+
+    Returns:
+        list[str]: one phrase per metric that would be 0 (or meaningless) on such a map.
+    """
+    problems = []
+    if min(height, width) < MIN_EF_SIDE:
+        problems.append(f'EF needs {MIN_EF_SIDE}x{MIN_EF_SIDE} at least')
+    cells = (height // min(cell, height)) * (width // min(cell, width))
+    if cells < 2:
+        problems.append(f'SFC needs 2 cells of {cell}x{cell} px, i.e. one side of {2 * cell} at least')
+    if height * width < 2 * min(ks):
+        problems.append(f'SCS needs {2 * min(ks)} pixels at least')
+    return problems
+
+
+def check_options(opts: dict) -> None:
+    """:func:`check_params` on the options of ``opts`` that have a range (the others are left to their function)."""
+    check_params(**{k: v for k, v in opts.items() if k in PARAM_RANGES})
 
 
 def as_feature(feat: Tensor, name: str = 'feat') -> tuple[Tensor, Tensor]:

@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import PreparedFeatures, channel_chunks, channel_stats, check_image, prepare_features, zero_bad, zscore
+from ._utils import (
+    PreparedFeatures,
+    channel_chunks,
+    channel_stats,
+    check_image,
+    check_params,
+    prepare_features,
+    warn_once,
+    zero_bad,
+    zscore,
+)
 from .cluster import pca_fit
 from .edges import (
     FEAT_SOBEL_X,
@@ -150,6 +160,7 @@ def concentration(grad: Tensor, zones: dict[str, Tensor], valid: Tensor, q: floa
     Returns:
         tuple[Tensor, Tensor]: EC and NC, (B,) each, in [0, 1].
     """
+    check_params(q=q)
     edges = top_q(minmax_valid(grad, valid), q, valid) & valid
     w = grad * edges
     total = w.sum(dim=(1, 2))
@@ -180,6 +191,7 @@ def frequency_content(m: Tensor, rho_low: float = 0.15, clip: float = math.inf) 
     Returns:
         Tensor: (B,) FC in [0, 1].
     """
+    check_params(rho_low=rho_low, clip=clip)
     _, h, w = m.shape
     m = zscore(m, dim=(1, 2), unbiased=True)
     if math.isfinite(clip):
@@ -210,6 +222,7 @@ def sp_radii(height: int, width: int, num: int = 16, frac: float = 0.6) -> list[
     Returns:
         list[int]: increasing radii.
     """
+    check_params(num=num, frac=frac)
     r_max = max(1, math.floor(frac * min(height, width)))
     if num <= 1:
         return [1]
@@ -233,6 +246,7 @@ def shift_ncc(m: Tensor, radii: list[int]) -> Tensor:
     Returns:
         Tensor: (B, len(radii)) mean NCC.
     """
+    check_params(radii=radii)
     b, h, w = m.shape
     dev = m.device
     r = torch.tensor(radii, device=dev)
@@ -322,6 +336,7 @@ def decorrelation_radius(m: Tensor, tau: float = 0.5, num_radii: int = 16, r_fra
     Returns:
         Tensor: (B,) r_tau in feature pixels (float).
     """
+    check_params(tau=tau, num_radii=num_radii, r_frac=r_frac)
     radii = sp_radii(m.shape[1], m.shape[2], num_radii, r_frac)
     r = torch.tensor(radii, dtype=m.dtype, device=m.device)
     first_ncc = _ncc_one_radius(m, radii[0])
@@ -359,6 +374,7 @@ def spatial_precision(m0: Tensor,
     Returns:
         tuple[Tensor, Tensor]: SP and r_tau, (B,) each.
     """
+    check_params(tau=tau, scale=scale, num_radii=num_radii, r_frac=r_frac)
     if highpass:
         # 3x3 mean with zero padding counted = 1-D 3-means along x then y (separable, and much faster on CPU).
         box = F.avg_pool1d(m0, 3, stride=1, padding=1, count_include_pad=True)
@@ -366,6 +382,18 @@ def spatial_precision(m0: Tensor,
         m0 = m0 - box
     r_tau = decorrelation_radius(zscore(m0, dim=(1, 2), unbiased=True), tau, num_radii, r_frac)
     return 1.0 / (1.0 + r_tau / scale), r_tau
+
+
+def _warn_small_inputs(h: int, w: int, image_size: tuple[int, int]) -> None:
+    """Warn when the map leaves fewer than 3x3 scored pixels, or the image is much smaller than the map."""
+    if h < 5 or w < 5:
+        warn_once(f'EF: a {h}x{w} feature map has {max(h - 2, 0)}x{max(w - 2, 0)} scored pixels (its 1-pixel border '
+                  'is left out) and EF needs 3x3 at least, i.e. a 5x5 map; its EF is 0 or meaningless. Use a larger '
+                  'input image or a finer stride.')
+    ih, iw = image_size
+    if 2 * ih <= h or 2 * iw <= w:
+        warn_once(f'EF: the {ih}x{iw} image is much smaller than the {h}x{w} feature map it is compared with; its '
+                  'edges are upsampled guesses. Pass the image the features were computed from.')
 
 
 def edge_fidelity(feat: Tensor | PreparedFeatures,
@@ -431,10 +459,13 @@ def edge_fidelity(feat: Tensor | PreparedFeatures,
     for key, val in dict(q=q, q_img=q_img, gradient=gradient, fc_map=fc_map, fc_clip=fc_clip).items():
         if val is not None:
             cfg[key] = val
+    check_params(q=cfg['q'], q_img=cfg['q_img'], fc_clip=cfg['fc_clip'], d_in=d_in, d_out=d_out, rho_low=rho_low,
+                 tau=tau, sp_scale=sp_scale, num_radii=num_radii, r_frac=r_frac, alpha=alpha, seed=seed)
     prep = prepare_features(feat)
     feat, bad = prep.feat, prep.bad
     b, _, h, w = feat.shape
     img = check_image(image, b, feat.device)  # uint8: only the pixels the resize reads are converted
+    _warn_small_inputs(h, w, tuple(img.shape[-2:]))
     valid = valid_mask(h, w, device=feat.device)
 
     gi = image_gradient(img, (h, w), antialias=antialias)

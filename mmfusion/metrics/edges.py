@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import check_params
+
 # Sobel kernels. The image one (SPEC §1.4) and the feature one (SPEC §3) differ in sign and scale; only the magnitude
 # is ever used, so the sign is irrelevant, but the scale is kept for parity.
 IMAGE_SOBEL_X = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]]) / 4.0
@@ -208,6 +210,7 @@ def top_q(x: Tensor, q: float, valid: Tensor, min_range: float = 1e-6) -> Tensor
     Returns:
         Tensor: (B, H, W) bool.
     """
+    check_params(q=q)
     b = x.shape[0]
     out = torch.zeros_like(x, dtype=torch.bool)
     vals, where = _valid_values(x, valid)  # (B, n_valid)
@@ -250,6 +253,7 @@ def dilate(mask: Tensor, radius: int) -> Tensor:
         mask (Tensor): (B, H, W) bool.
         radius (int): half-width of the square in pixels; 0 returns the mask.
     """
+    check_params(radius=radius)
     if radius <= 0:
         return mask
     return max_filter(mask.float(), radius) > 0
@@ -270,6 +274,7 @@ def centreline(gi: Tensor, q_img: float, valid: Tensor, tol: float = 1e-6) -> Te
     Returns:
         Tensor: (B, H, W) bool.
     """
+    check_params(q_img=q_img)
     local_max = max_filter(gi, 1)
     return valid & top_q(gi, q_img, valid) & (gi >= local_max - tol)
 
@@ -287,6 +292,7 @@ def edge_zones(centre: Tensor, valid: Tensor, d_in: int = 2, d_out: int = 4) -> 
         dict[str, Tensor]: ``inner`` = dilate(centre, d_in), ``outer`` = dilate(centre, d_out),
         ``ring`` = outer & ~inner & valid, ``far`` = ~outer & valid; all (B, H, W) bool.
     """
+    check_params(d_in=d_in, d_out=d_out)
     inner = dilate(centre, d_in)
     # Square dilations compose (radius a, then b = radius a + b, also at the map border), so the outer zone grows
     # from the inner one with a smaller window.

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from ._utils import prepare_features
+from ._utils import check_options, prepare_features
 from .edge_fidelity import edge_fidelity
 from .structure import structural_coherence
 
@@ -82,6 +82,7 @@ class ProfileAccumulator:
         self.preset = preset
         self.opts = opts
         split_options(opts)  # fail early on a typo
+        check_options(opts)  # and on a value out of range
         self.reset()
 
     def reset(self) -> None:
@@ -166,6 +167,15 @@ def select_pair(profiles: Mapping[str, Mapping[int, Mapping[str, float]]]) -> di
         for stride, vals in prof.items():
             if 'SC' not in vals or 'EF' not in vals:
                 raise ValueError(f'profile of {name!r} at stride {stride} lacks SC or EF.')
+            bad = [k for k in ('SC', 'EF') if not math.isfinite(float(vals[k]))]
+            if bad:
+                raise ValueError(f'profile of {name!r} at stride {stride} has a non-finite {bad[0]} '
+                                 f'({vals[bad[0]]}); check the encoder outputs (NaN/inf) before choosing a pair.')
+        for key in ('SC', 'EF'):
+            if all(float(vals[key]) == 0 for vals in prof.values()):
+                raise ValueError(f'profile of {name!r} has {key} = 0 at every stride: its maps are too small for the '
+                                 'metrics or its features are constant, so no pair can be chosen from it; profile '
+                                 'larger images.')
     names = list(profiles)
     mean_sc = {n: _mean(v['SC'] for v in profiles[n].values()) for n in names}
     master = max(names, key=lambda n: mean_sc[n])

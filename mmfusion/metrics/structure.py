@@ -7,7 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import PreparedFeatures, channel_moments, norm_map, prepare_features, zero_bad, zscore
+from ._utils import (
+    PreparedFeatures,
+    channel_moments,
+    check_params,
+    norm_map,
+    prepare_features,
+    warn_once,
+    zero_bad,
+    zscore,
+)
 from .cluster import (
     _pca_axes,
     compact,
@@ -41,6 +50,10 @@ def _sfc(m0: Tensor, cell: int, grid: int | None, clip: float) -> Tensor:
     else:
         ch, cw = max(1, h // grid), max(1, w // grid)
         nh, nw = min(grid, h // ch), min(grid, w // cw)
+    if nh * nw < 2:
+        change = 'a larger grid=' if grid is not None else 'a smaller cell='
+        warn_once(f'SFC: a {h}x{w} feature map holds {nh * nw} cell of {ch}x{cw} px, and SFC needs 2 cells at least '
+                  f'(it is 0 here); use {change} or a larger input image.')
     cells = m[:, :nh * ch, :nw * cw].reshape(b, nh, ch, nw, cw)
     means = cells.mean(dim=(2, 4)).reshape(b, -1)
     variances = cells.var(dim=(2, 4), unbiased=False).reshape(b, -1)
@@ -72,6 +85,7 @@ def structured_feature_contrast(feat: Tensor | PreparedFeatures,
     Returns:
         Tensor: (B,) SFC.
     """
+    check_params(cell=cell, grid=grid, clip=clip)
     prep = prepare_features(feat)
     return zero_bad(dict(v=_sfc(prep.norm_map(), cell, grid, clip)), prep.bad)['v']
 
@@ -170,6 +184,11 @@ def clustering_score_points(x: Tensor,
     Returns:
         Tensor: (N,) SCS in [0, 1]; 0 where no k survives or the points are constant.
     """
+    check_params(ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette, max_iter=max_iter, tol=tol,
+                 prune_after=prune_after, prune_keep=prune_keep)
+    if x.dim() != 3:
+        raise ValueError(f'x must be (N, n, C) point sets, got shape {tuple(x.shape)}.')
+    _warn_few_points(x.shape[1], ks, f'{x.shape[1]} points')
     return _clustering_score(x, None, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
                              max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
                              generator=generator)
@@ -209,6 +228,14 @@ def _clustering_score(x: Tensor, perm: Tensor | None, *, ks: tuple[int, ...], pc
     med = _median_ignore_nan(sil)
     scs = (med + 1) / 2
     return torch.where(torch.isfinite(scs) & ~constant, scs, torch.zeros_like(scs))
+
+
+def _warn_few_points(n: int, ks: tuple[int, ...], source: str) -> None:
+    """Warn when no k of ``ks`` can give every cluster 2 members out of ``n`` points (SCS is then 0)."""
+    k = min(ks)
+    if n < 2 * k:
+        warn_once(f'SCS: {source} cannot form k={k} clusters of 2 points each (the smallest k needs {2 * k} '
+                  'points), so SCS is 0; use a larger input image or smaller ks=.')
 
 
 def structural_clustering_score(feat: Tensor | PreparedFeatures,
@@ -255,7 +282,11 @@ def structural_clustering_score(feat: Tensor | PreparedFeatures,
     Returns:
         Tensor: (B,) SCS; 0 when no k survives, or the features are constant or non-finite.
     """
+    check_params(ks=ks, n_samples=n_samples, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
+                 seed=seed, max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep)
     prep = prepare_features(feat)
+    h, w = prep.shape[-2:]
+    _warn_few_points(min(h * w, n_samples), ks, f'a {h}x{w} feature map ({min(h * w, n_samples)} points)')
     gen = torch.Generator().manual_seed(seed)
     x, perm = _sample_points(prep, n_samples, gen, raster=True)
     scs = _clustering_score(x, perm, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
@@ -301,6 +332,7 @@ def structural_coherence(feat: Tensor | PreparedFeatures,
     Returns:
         dict[str, Tensor]: (B,) float32 tensors ``SFC``, ``SCS``, ``SC``.
     """
+    check_params(cell=cell, grid=grid, clip=clip)  # the SCS options are checked by structural_clustering_score
     prep = prepare_features(feat)
     sfc = _sfc(prep.norm_map(), cell, grid, clip)
     scs = structural_clustering_score(prep, ks=ks, n_samples=n_samples, pca_dim=pca_dim, restarts=restarts,
@@ -348,6 +380,8 @@ def structural_coherence_gt(feat: Tensor,
     Returns:
         dict[str, Tensor]: (B,) tensors ``SFC_GT``, ``SCS_GT``, ``SC_GT``.
     """
+    check_params(ignore_index=ignore_index, clip=clip, n_samples=n_samples, pca_dim=pca_dim, n_silhouette=n_silhouette,
+                 seed=seed)
     prep = prepare_features(feat)
     feat, bad = prep.feat, prep.bad
     b, c, h, w = feat.shape

@@ -10,3 +10,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def fresh_metric_warnings():
+    """The metrics warn once per message and process; each test starts with none shown yet."""
+    from mmfusion.metrics import _utils
+    _utils._WARNED.clear()
+    yield
+    _utils._WARNED.clear()
