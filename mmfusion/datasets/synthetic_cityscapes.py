@@ -33,6 +33,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmfusion.utils.errors import UserError
+from mmfusion.utils.fileio import MARKER_PREFIX, is_owned, mark_dir
+
 from .cityscapes_labels import ID_TO_COLOR, ID_TO_TRAINID, name2label
 from .converters.cityscapes import convert_cityscapes_instances
 from .converters.cityscapes_panoptic import convert_cityscapes_panoptic
@@ -42,6 +45,7 @@ __all__ = ['SceneSample', 'synthesize_scene', 'generate_synthetic_cityscapes', '
 CITIES = {'train': ('alpha', 'bravo'), 'val': ('charlie', 'delta')}
 FRAME = 19  # Cityscapes annotates the 20th frame of each snippet
 _SPLIT_SEED = {'train': 0, 'val': 1}
+MARKER_KIND = 'synthetic-cityscapes'  # out_dir/.mmfusion-synthetic-cityscapes: this generator wrote the dataset
 
 # Texture amplitudes per surface kind: (fine noise, blotchy noise, vertical bars, tile grid, vertical gradient).
 _TEXTURES = {
@@ -434,7 +438,9 @@ def generate_synthetic_cityscapes(out_dir: str, num_train: int = 16, num_val: in
         num_train, num_val: number of images per split (a split with 0 images is not written).
         height, width: image size (default 256x512, Cityscapes' aspect ratio).
         seed: base seed; image i of a split is drawn from ``(seed, split, i)``.
-        overwrite: replace ``leftImg8bit/``, ``gtFine/`` and ``annotations/`` if ``out_dir`` already has them.
+        overwrite: replace ``leftImg8bit/``, ``gtFine/`` and ``annotations/`` if ``out_dir`` already has them and
+            they were written by this function (``out_dir/.mmfusion-synthetic-cityscapes``); anything else is
+            refused with a :class:`~mmfusion.utils.errors.UserError`.
         panoptic: also write the COCO-panoptic json and pngs.
 
     Returns:
@@ -445,12 +451,22 @@ def generate_synthetic_cityscapes(out_dir: str, num_train: int = 16, num_val: in
     if min(counts.values()) < 0 or sum(counts.values()) == 0:
         raise ValueError(f'need a non-negative number of images per split and at least one image, got {counts}')
     parts = [osp.join(out_dir, d) for d in ('leftImg8bit', 'gtFine', 'annotations')]
-    existing = [p for p in parts if osp.isdir(p) and os.listdir(p)]
+    existing = [p for p in parts if osp.exists(p) and (not osp.isdir(p) or os.listdir(p))]
+    if existing and not is_owned(out_dir, MARKER_KIND):
+        # a real dataset (or anything else) in this layout is never replaced, even with overwrite=True
+        names = ', '.join(osp.basename(p) + '/' for p in existing)
+        raise UserError(f'{out_dir} holds {names} that this generator did not write (no {MARKER_PREFIX}{MARKER_KIND} '
+                        'in it), e.g. a real Cityscapes copy; choose another out_dir (nothing was deleted)')
     if existing and not overwrite:
         raise FileExistsError(f'{", ".join(existing)} already exist(s) and is not empty; choose another out_dir or '
                               'pass overwrite=True (CLI: --overwrite) to replace it')
     for path in existing:
-        shutil.rmtree(path)
+        if osp.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+    mark_dir(out_dir, MARKER_KIND)
 
     splits = tuple(s for s, n in counts.items() if n > 0)
     images = {}
