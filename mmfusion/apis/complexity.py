@@ -1,0 +1,581 @@
+"""Parameters and FLOPs of a Mask2Former model, whole and per component (``tools/analysis/get_flops.py``).
+
+Components are found from attributes every mmfusion model has, whatever its scope:
+
+- ``backbone.master`` and ``backbone.auxiliary`` of a fused (:class:`~mmfusion.models.MasterAuxBackbone`) model, or
+  ``backbone`` alone;
+- ``neck``, if any;
+- the Mask2Former head, ``panoptic_head`` (mmdet ``Mask2Former``) or ``decode_head`` (mmseg ``EncoderDecoder``), split
+  into its ``pixel_decoder``, its ``transformer_decoder`` and the rest of the head (query embeddings, level
+  embeddings, input projections, class and mask predictions after each decoder layer);
+- ``other``: whatever else the model holds or computes.
+
+Each parameter and each operation belongs to the innermost component containing the module that owns or runs it,
+so the components add up to the totals exactly.
+
+FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` (dispatcher-level, so it sees every matmul,
+convolution and fused attention kernel whatever Python calls them, and needs no JIT tracing), attributed to
+components by module hooks. Convention: **1 FLOP = 1 multiply-add**, as in fvcore, MMEngine and detectron2 (the
+numbers the Mask2Former papers quote); torch counts 2 per multiply-add, so its counts are halved. As in those tools,
+elementwise operations, normalisations, softmax and resampling are not counted; the operations seen without a formula
+are listed in :attr:`ModelCost.uncounted_ops`. One exception, since it is the core of the pixel decoder and torch has
+no formula for it: the sampling of mmcv's ``MultiScaleDeformableAttention`` (its projections are ordinary linear
+layers, counted as such) is counted analytically, 5 multiply-adds per sampled value and channel (4 for the bilinear
+interpolation, 1 for the attention-weighted sum), i.e. ``5 * batch * queries * embed_dims * levels * points`` per
+call; it is reported separately in ``analytic_flops``.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
+
+# Component keys, in display order, with their labels.
+COMPONENT_LABELS = {
+    'master': 'master encoder',
+    'encoder': 'encoder',
+    'auxiliary': 'auxiliary encoder',
+    'neck': 'neck',
+    'pixel_decoder': 'pixel decoder',
+    'transformer_decoder': 'transformer decoder',
+    'head_other': 'head (other)',
+    'other': 'other',
+}
+FLOP_UNIT = '1 FLOP = 1 multiply-add (fvcore / MMEngine / detectron2 convention)'
+# Operations that move or allocate data and compute nothing worth naming among the uncounted ones.
+_DATA_OPS = frozenset({
+    'alias', 'arange', 'as_strided', 'cat', 'clone', 'constant_pad_nd', 'contiguous', 'copy', 'copy_', 'detach',
+    'empty', 'empty_like', 'empty_strided', 'expand', 'fill', 'fill_', 'flip', 'full', 'full_like', 'index',
+    'index_put', 'index_put_', 'index_select', 'lift_fresh', 'lift_fresh_copy', 'masked_fill', 'masked_fill_',
+    'new_empty', 'new_empty_strided', 'new_full', 'new_ones', 'new_zeros', 'ones', 'ones_like', 'repeat',
+    'roll', 'scalar_tensor', 'select_scatter', 'slice_scatter', 'stack', 'where', 'zero_', 'zeros', 'zeros_like',
+    '_to_copy', '_unsafe_view', 'nonzero', 'split_with_sizes', 'split', 'unbind', 'chunk', 'linspace',
+    'pad', 'item', '_local_scalar_dense', 'to', 'clamp', 'clamp_', 'clamp_min', 'clamp_max',
+})
+
+
+class ComplexityError(ValueError):
+    """The model or the request cannot be analysed; the message says what to fix."""
+
+
+@dataclass
+class ComponentCost:
+    """Cost of one component.
+
+    Args:
+        key (str): Component key, one of :data:`COMPONENT_LABELS`.
+        params (int): Number of parameters.
+        trainable (int): Parameters with ``requires_grad``.
+        flops (int): Multiply-adds of one forward pass, analytic part included.
+        analytic_flops (int): The part of ``flops`` counted analytically (deformable-attention sampling).
+    """
+
+    key: str
+    params: int = 0
+    trainable: int = 0
+    flops: int = 0
+    analytic_flops: int = 0
+
+    @property
+    def name(self) -> str:
+        return COMPONENT_LABELS.get(self.key, self.key)
+
+    @property
+    def frozen(self) -> int:
+        return self.params - self.trainable
+
+
+@dataclass
+class ModelCost:
+    """Cost of a model, per component (their sums are the totals).
+
+    Args:
+        components (list[ComponentCost]): Per component, in display order.
+        input_shape (tuple[int, int]): (H, W) of the dummy input the FLOPs were counted on.
+        uncounted_ops (dict[str, int]): Computing operations seen without a FLOP formula -> number of calls.
+        notes (list[str]): Facts about the count worth printing with it.
+        name (str): What was analysed, e.g. the config path.
+    """
+
+    components: List[ComponentCost]
+    input_shape: Tuple[int, int] = (0, 0)
+    uncounted_ops: Dict[str, int] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+    name: str = ''
+
+    def total(self) -> ComponentCost:
+        """The whole model as one :class:`ComponentCost` (key ``'total'``)."""
+        out = ComponentCost('total')
+        for c in self.components:
+            out.params += c.params
+            out.trainable += c.trainable
+            out.flops += c.flops
+            out.analytic_flops += c.analytic_flops
+        return out
+
+    def get(self, key: str) -> Optional[ComponentCost]:
+        return next((c for c in self.components if c.key == key), None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: counts as integers, plus the unit convention."""
+        def row(c: ComponentCost) -> dict:
+            return dict(asdict(c), name=c.name, frozen=c.frozen)
+        return dict(name=self.name, input_shape=list(self.input_shape), flop_unit=FLOP_UNIT,
+                    components=[row(c) for c in self.components], total=row(self.total()),
+                    uncounted_ops=dict(self.uncounted_ops), notes=list(self.notes))
+
+
+# --- components ------------------------------------------------------------------------------------------------
+
+
+def mask2former_head(model: nn.Module) -> nn.Module:
+    """The Mask2Former head of an mmdet ``Mask2Former`` (``panoptic_head``) or mmseg model (``decode_head``).
+
+    Raises:
+        ComplexityError: The model has no such head, or the head lacks ``pixel_decoder``/``transformer_decoder``.
+    """
+    head = getattr(model, 'panoptic_head', None)
+    if head is None:
+        head = getattr(model, 'decode_head', None)
+    if head is None or not all(hasattr(head, a) for a in ('pixel_decoder', 'transformer_decoder')):
+        what = type(model).__name__ + ('' if head is None else f' with {type(head).__name__}')
+        raise ComplexityError(
+            f'{what} is not a Mask2Former model: expected a panoptic_head (mmdet) or decode_head (mmseg) with '
+            'pixel_decoder and transformer_decoder; use a Mask2Former config')
+    return head
+
+
+def find_components(model: nn.Module) -> Dict[str, nn.Module]:
+    """The components of a Mask2Former model, by key (see the module docstring), in display order.
+
+    Args:
+        model (nn.Module): An mmdet ``Mask2Former`` or an mmseg ``EncoderDecoder`` with a ``Mask2FormerHead``.
+
+    Returns:
+        dict[str, nn.Module]: ``master``/``auxiliary`` (fused) or ``encoder``, ``neck`` if any, ``pixel_decoder``,
+        ``transformer_decoder`` and ``head_other`` (the head itself; its two decoders are more specific).
+
+    Raises:
+        ComplexityError: Not a Mask2Former model, or no backbone.
+    """
+    head = mask2former_head(model)
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        raise ComplexityError(f'{type(model).__name__} has no backbone; use a Mask2Former config')
+    comps: Dict[str, nn.Module] = {}
+    master, auxiliary = getattr(backbone, 'master', None), getattr(backbone, 'auxiliary', None)
+    if isinstance(master, nn.Module) and isinstance(auxiliary, nn.Module):
+        comps['master'] = master
+        comps['auxiliary'] = auxiliary
+    else:
+        comps['encoder'] = backbone
+    neck = getattr(model, 'neck', None)
+    if isinstance(neck, nn.Module):
+        comps['neck'] = neck
+    comps['pixel_decoder'] = head.pixel_decoder
+    comps['transformer_decoder'] = head.transformer_decoder
+    comps['head_other'] = head
+    return comps
+
+
+def _component_of_names(model: nn.Module, components: Dict[str, nn.Module]) -> Callable[[str], str]:
+    """A function mapping a dotted module/parameter name of ``model`` to its innermost component (or 'other')."""
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    prefixes = []
+    for key, module in components.items():
+        if id(module) not in names:
+            raise ComplexityError(f'component {key!r} ({type(module).__name__}) is not a submodule of the model')
+        prefixes.append((names[id(module)], key))
+    prefixes.sort(key=lambda p: -len(p[0]))  # longest (innermost) first
+
+    def component(name: str) -> str:
+        for prefix, key in prefixes:
+            if prefix == '' or name == prefix or name.startswith(prefix + '.'):
+                return key
+        return 'other'
+
+    return component
+
+
+# --- parameters ------------------------------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module, components: Dict[str, nn.Module]) -> Dict[str, Tuple[int, int]]:
+    """Parameters per component: ``{key: (total, trainable)}``, each shared parameter counted once.
+
+    Every key of ``components`` is present, plus ``'other'`` for parameters outside them.
+    """
+    component = _component_of_names(model, components)
+    counts = {key: [0, 0] for key in (*components, 'other')}
+    for name, p in model.named_parameters():  # remove_duplicate=True: tied weights once
+        entry = counts[component(name.rpartition('.')[0])]
+        entry[0] += p.numel()
+        entry[1] += p.numel() if p.requires_grad else 0
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+# --- FLOPs -----------------------------------------------------------------------------------------------------
+
+
+def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # The CPU fused attention kernel has the same cost as the CUDA ones, which torch's registry covers.
+    return sdpa_flop(query_shape, key_shape, value_shape)
+
+
+def _extra_formulas() -> dict:
+    aten = torch.ops.aten
+    extra = {}
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flop
+    return extra
+
+
+def _msda_class():
+    try:
+        from mmcv.ops import MultiScaleDeformableAttention
+    except ImportError:  # without compiled mmcv there is no such module to count
+        return None
+    return MultiScaleDeformableAttention
+
+
+def deformable_sampling_flops(module: nn.Module, query: torch.Tensor) -> int:
+    """Multiply-adds of the sampling of one ``MultiScaleDeformableAttention`` call (see the module docstring).
+
+    Args:
+        module (nn.Module): The attention (``embed_dims``, ``num_levels``, ``num_points`` attributes).
+        query (Tensor): Its query, (B, Q, C) or (Q, B, C).
+
+    Returns:
+        int: ``5 * B * Q * embed_dims * num_levels * num_points``.
+    """
+    queries = query.numel() // module.embed_dims  # B * Q in either layout
+    return 5 * queries * module.embed_dims * module.num_levels * module.num_points
+
+
+class _UncountedOps(TorchDispatchMode):
+    """Records the computing operations that reach the dispatcher without a FLOP formula."""
+
+    def __init__(self, registry: dict) -> None:
+        super().__init__()
+        self.registry = registry
+        self.seen: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func._overloadpacket
+        if packet not in self.registry and not func.is_view:
+            name = packet.__name__
+            if name.rstrip('_') not in _DATA_OPS and name not in _DATA_OPS and not name.startswith(('sym_', 'is_')):
+                self.seen[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass
+class FlopCount:
+    """FLOPs (multiply-adds) of one forward pass per component key, and what the counter could not see.
+
+    Args:
+        flops (dict[str, int]): Per component key (``'other'`` for operations outside every component).
+        analytic (dict[str, int]): Per component key, the part counted analytically.
+        uncounted_ops (dict[str, int]): Computing operations without a formula -> calls.
+    """
+
+    flops: Dict[str, int]
+    analytic: Dict[str, int]
+    uncounted_ops: Dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.flops.values())
+
+
+def count_flops(model: nn.Module, forward: Callable[[], object],
+                components: Optional[Dict[str, nn.Module]] = None) -> FlopCount:
+    """Count the multiply-adds of ``forward()`` and attribute them to the components of ``model``.
+
+    An operation belongs to the innermost component containing the module that is running when it executes;
+    operations run by no component's module go to ``'other'``. Module hooks find the running module, so modules a
+    parent calls directly (e.g. ``transformer_decoder.layers[i]`` called by the head) are attributed correctly.
+
+    Args:
+        model (nn.Module): The model ``forward`` runs.
+        forward (Callable[[], object]): Runs the model once (the caller chooses no_grad, eval mode, inputs).
+        components (dict[str, nn.Module], optional): Submodules of ``model`` by key. Default: None, i.e. the whole
+            model is ``'other'``.
+
+    Returns:
+        FlopCount: FLOPs per key (every key of ``components`` plus ``'other'``).
+    """
+    components = components or {}
+    component = _component_of_names(model, components)
+    flops = {key: 0 for key in (*components, 'other')}
+    analytic = {key: 0 for key in flops}
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+    recorder = _UncountedOps(counter.flop_registry)
+    stack: List[str] = []
+    last = [0]
+
+    def boundary() -> None:
+        # Everything counted since the last module boundary ran in the innermost active component.
+        now = counter.get_total_flops()
+        flops[stack[-1] if stack else 'other'] += now - last[0]
+        last[0] = now
+
+    msda = _msda_class()
+    handles = []
+    for name, module in model.named_modules():
+        key = component(name)
+
+        def pre_hook(mod, args, key=key):
+            boundary()
+            stack.append(key)
+
+        def post_hook(mod, args, kwargs, output, key=key):
+            boundary()
+            stack.pop()
+            if msda is not None and isinstance(mod, msda):
+                query = args[0] if args else kwargs['query']
+                extra = 2 * deformable_sampling_flops(mod, query)  # halved with the rest below
+                flops[key] += extra
+                analytic[key] += extra
+
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(post_hook, with_kwargs=True, always_call=True))
+    try:
+        # The recorder sits below the counter, so it sees the operations the counter executes, after the counter
+        # has decomposed those it has no formula for.
+        with recorder, counter:
+            forward()
+            boundary()
+    finally:
+        for h in handles:
+            h.remove()
+    # torch counts 2 FLOPs per multiply-add; every formula it applies here (mm, bmm, conv, attention) is 2 x MACs.
+    return FlopCount(flops={k: v // 2 for k, v in flops.items()}, analytic={k: v // 2 for k, v in analytic.items()},
+                     uncounted_ops=dict(recorder.seen.most_common()))
+
+
+# --- Mask2Former models ----------------------------------------------------------------------------------------
+
+
+def config_input_shape(cfg) -> Tuple[Tuple[int, int], str]:
+    """The (H, W) a config tests at, and where it was read.
+
+    The first ``Resize`` with a ``scale`` in ``test_dataloader.dataset.pipeline`` (``scale`` is (w, h); with
+    ``keep_ratio`` it bounds the image, e.g. exactly 1024x2048 for Cityscapes' 2048x1024 images), else the config's
+    ``crop_size``.
+
+    Raises:
+        ComplexityError: Neither is found; pass the shape explicitly.
+    """
+    try:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+    except AttributeError:
+        pipeline = cfg.get('test_pipeline') or []
+    for step in pipeline or []:
+        if isinstance(step, dict) and 'Resize' in str(step.get('type', '')) and step.get('scale') is not None:
+            scale = step['scale']
+            if isinstance(scale, int):
+                return (scale, scale), f'test pipeline {step["type"]} scale={scale}'
+            return (int(scale[1]), int(scale[0])), f'test pipeline {step["type"]} scale={tuple(scale)} (w, h)'
+    crop = cfg.get('crop_size')
+    if crop is not None:
+        return (int(crop[0]), int(crop[1])), f'crop_size={tuple(crop)}'
+    raise ComplexityError('cannot find the test image size in the config (no Resize scale in the test pipeline, '
+                          'no crop_size); pass --shape H W')
+
+
+def padded_shape(model: nn.Module, shape: Sequence[int]) -> Tuple[int, int]:
+    """``shape`` padded up to the data preprocessor's size divisor (what the model sees at test time)."""
+    pre = getattr(model, 'data_preprocessor', None)
+    div = getattr(pre, 'pad_size_divisor', None) or getattr(pre, 'size_divisor', None) or 1
+    return tuple(int(math.ceil(s / div) * div) for s in shape)
+
+
+def _data_samples(model: nn.Module, shape: Tuple[int, int]) -> list:
+    h, w = shape
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    if hasattr(model, 'panoptic_head'):
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta)]
+    from mmseg.structures import SegDataSample
+    return [SegDataSample(metainfo=meta)]
+
+
+def check_shape(shape: Sequence[int]) -> Tuple[int, int]:
+    """``shape`` as an (H, W) tuple of positive ints.
+
+    Raises:
+        ComplexityError: Not two positive ints.
+    """
+    shape = tuple(shape)
+    if len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ComplexityError(f'input shape must be two positive ints (H, W), got {shape!r}')
+    return shape
+
+
+def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '') -> ModelCost:
+    """Parameters and FLOPs of a Mask2Former model, per component, for one image of ``shape``.
+
+    The model runs in eval mode under ``torch.no_grad()`` on one random normalised image (batch 1, padded to the
+    data preprocessor's size divisor), through ``extract_feat`` and the head's ``forward``: the network itself,
+    without data preprocessing and post-processing (mask resizing, instance selection). Weights do not matter;
+    ``init_weights`` is never called.
+
+    Args:
+        model (nn.Module): A built mmdet ``Mask2Former`` or mmseg ``EncoderDecoder`` with a Mask2Former head.
+        shape (Sequence[int]): (H, W) of the image.
+        name (str): Label of the result (e.g. the config path). Default: ''.
+
+    Returns:
+        ModelCost: Per component and in total.
+
+    Raises:
+        ComplexityError: Not a Mask2Former model, or a bad shape.
+    """
+    shape = check_shape(shape)
+    components = find_components(model)
+    head = mask2former_head(model)
+    params = count_parameters(model, components)
+    size = padded_shape(model, shape)
+    device = next(model.parameters()).device
+    image = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+    samples = _data_samples(model, size)
+    was_training = model.training
+    model.eval()
+
+    def forward():
+        with torch.no_grad():
+            return head(model.extract_feat(image), samples)
+
+    try:
+        flops = count_flops(model, forward, components)
+    finally:
+        model.train(was_training)
+    comps = []
+    for key in (*components, 'other'):
+        total, trainable = params[key]
+        if key == 'other' and not (total or flops.flops[key]):
+            continue
+        comps.append(ComponentCost(key, total, trainable, flops.flops[key], flops.analytic[key]))
+    notes = [f'input 1x3x{size[0]}x{size[1]}' + (f' (padded from {shape[0]}x{shape[1]})' if size != shape else '')]
+    aux = components.get('auxiliary')
+    if aux is not None and getattr(aux, 'out_strides', None) is not None:
+        notes.append(f'auxiliary encoder runs up to stride {max(aux.out_strides)} (out_strides '
+                     f'{tuple(aux.out_strides)})')
+    analytic = sum(flops.analytic.values())
+    if analytic:
+        notes.append(f'deformable-attention sampling counted analytically: {analytic / 1e9:.2f} GFLOPs '
+                     '(5 multiply-adds per sampled value and channel)')
+    return ModelCost(comps, shape, flops.uncounted_ops, notes, name)
+
+
+# --- formatting ------------------------------------------------------------------------------------------------
+
+
+def _m(n: int) -> str:
+    return f'{n / 1e6:.2f}'
+
+
+def _g(n: int) -> str:
+    return f'{n / 1e9:.2f}'
+
+
+def _ratio(a: float, b: float) -> str:
+    return f'{a / b:.2f}x' if b else '-'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    fmt = ['{:<%d}' % widths[0]] + ['{:>%d}' % w for w in widths[1:]]
+    lines = ['  '.join(f.format(c) for f, c in zip(fmt, header))]
+    lines.append('  '.join('-' * w for w in widths))
+    for r in rows:
+        lines.append('  '.join(f.format(c) for f, c in zip(fmt, r)))
+    return '\n'.join(lines)
+
+
+def uncounted_note(cost: ModelCost, limit: int = 12) -> str:
+    """One line naming the operations without a FLOP formula (most frequent first)."""
+    if not cost.uncounted_ops:
+        return 'Not counted: nothing (every computing operation had a formula).'
+    items = list(cost.uncounted_ops.items())
+    shown = ', '.join(f'{k} x{v}' for k, v in items[:limit])
+    more = f', and {len(items) - limit} more' if len(items) > limit else ''
+    return (f'Not counted (no FLOP formula; elementwise, normalisation, softmax and resampling are free by '
+            f'convention): {shown}{more}.')
+
+
+def format_cost(cost: ModelCost) -> str:
+    """A table: component, parameters (M) total/trainable/frozen, GFLOPs, % of the FLOPs; then the notes."""
+    total = cost.total()
+    rows = []
+    for c in (*cost.components, total):
+        pct = f'{100 * c.flops / total.flops:.1f}' if total.flops else '-'
+        rows.append([c.name, _m(c.params), _m(c.trainable), _m(c.frozen), _g(c.flops), pct])
+    title = f'{cost.name}  input {cost.input_shape[0]}x{cost.input_shape[1]}' if cost.name else (
+        f'input {cost.input_shape[0]}x{cost.input_shape[1]}')
+    lines = [title, _table(['component', 'params(M)', 'trainable(M)', 'frozen(M)', 'GFLOPs', '% FLOPs'], rows)]
+    lines.append(f'GFLOPs: 1e9 multiply-adds ({FLOP_UNIT}).')
+    lines += [f'Note: {n}.' for n in cost.notes]
+    lines.append(uncounted_note(cost))
+    return '\n'.join(lines)
+
+
+def _aligned_key(key: str) -> str:
+    # A single-encoder model's encoder faces a fused model's master.
+    return 'master' if key == 'encoder' else key
+
+
+def compare(a: ModelCost, b: ModelCost) -> Dict[str, dict]:
+    """Per component and in total: A's and B's params, trainable params and FLOPs, with the ratios A / B.
+
+    Rows are keyed by component key (an ``encoder`` is matched with the other model's ``master``); a component
+    only one model has gets 0 for the other, and a ratio is None where B's value is 0.
+
+    Returns:
+        dict[str, dict]: ``{key: {'name': str, 'params'|'trainable'|'flops': {'a', 'b', 'ratio'}}}``, in display
+        order, ending with ``'total'``.
+    """
+    by_a = {_aligned_key(c.key): c for c in a.components}
+    by_b = {_aligned_key(c.key): c for c in b.components}
+    keys = list(by_a) + [k for k in by_b if k not in by_a]
+    rows = {}
+    for key in keys + ['total']:
+        if key == 'total':
+            ca, cb, name = a.total(), b.total(), 'total'
+        else:
+            ca, cb = by_a.get(key, ComponentCost(key)), by_b.get(key, ComponentCost(key))
+            names = [c.name for c in (by_a.get(key), by_b.get(key)) if c is not None]
+            name = ' / '.join(dict.fromkeys(names))
+        rows[key] = dict(name=name)
+        for f in ('params', 'trainable', 'flops'):
+            va, vb = getattr(ca, f), getattr(cb, f)
+            rows[key][f] = dict(a=va, b=vb, ratio=va / vb if vb else None)
+    return rows
+
+
+def format_comparison(a: ModelCost, b: ModelCost) -> str:
+    """A and B side by side: params (M), trainable (M) and GFLOPs of each, with the ratios A / B."""
+    rows = []
+    for r in compare(a, b).values():
+        row = [r['name']]
+        for f, fmt in (('params', _m), ('trainable', _m), ('flops', _g)):
+            row += [fmt(r[f]['a']), fmt(r[f]['b']), '-' if r[f]['ratio'] is None else f'{r[f]["ratio"]:.2f}x']
+        rows.append(row)
+    header = ['component', 'params A', 'params B', 'A/B', 'train A', 'train B', 'A/B', 'GFLOPs A', 'GFLOPs B',
+              'A/B']
+    lines = [f'A: {a.name}  input {a.input_shape[0]}x{a.input_shape[1]}',
+             f'B: {b.name}  input {b.input_shape[0]}x{b.input_shape[1]}',
+             _table(header, rows),
+             f'params/train in M; GFLOPs: 1e9 multiply-adds ({FLOP_UNIT}).']
+    for tag, cost in (('A', a), ('B', b)):
+        lines += [f'Note ({tag}): {n}.' for n in cost.notes]
+        lines.append(f'({tag}) {uncounted_note(cost)}')
+    return '\n'.join(lines)
