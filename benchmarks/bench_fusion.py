@@ -38,10 +38,8 @@ MASTER_CHANNELS = (128, 256, 512, 1024)  # the paper pyramid: 128 * s / 4
 def _backbone_and_neck(fused: bool):
     if not fused:
         return MASTER, None
-    backbone = dict(type='mmfusion.MasterAuxBackbone', master=MASTER, auxiliary=AUXILIARY, aux_strides=(16, ))
-    neck = dict(type='mmfusion.MetricGuidedNeck', master_channels=MASTER_CHANNELS, aux_channels=(448, ),
-                aux_strides=(16, ), inject_stride=16, align='mean_pad')
-    return backbone, neck
+    backbone = dict(type='mmfusion.MasterAuxBackbone', master=MASTER, auxiliary=AUXILIARY, inject_stride=16)
+    return backbone, dict(type='mmfusion.MetricGuidedNeck')
 
 
 def _mask2former(fused: bool):

@@ -44,9 +44,9 @@ from mmfusion.metrics import (  # noqa: E402
     structured_feature_contrast,
 )
 from mmfusion.metrics._utils import prepare_features  # noqa: E402
-from mmfusion.metrics.cluster import _pca_axes, kmeans_multi, stratified_silhouettes  # noqa: E402
-from mmfusion.metrics.sklearn_ref import scs_points, sklearn_clustering_score  # noqa: E402
-from mmfusion.metrics.structure import _centred, _sample_points  # noqa: E402
+from mmfusion.metrics.cluster import kmeans_multi, pca_axes, stratified_silhouettes  # noqa: E402
+from mmfusion.metrics.structure import centred, sample_points  # noqa: E402
+from tests._sklearn_ref import scs_points, sklearn_clustering_score  # noqa: E402
 
 SIZE = (512, 1024)
 ENCODERS = {
@@ -122,9 +122,9 @@ def stage_times(feat: torch.Tensor, image: torch.Tensor, repeats: int, threads: 
 
     def pca():
         gen = torch.Generator().manual_seed(opt['seed'])
-        x, perm = _sample_points(prep, opt['n_samples'], gen, raster=True)
-        xc, _ = _centred(x)
-        z = xc @ _pca_axes(xc, min(opt['pca_dim'], x.shape[2], x.shape[1] - 1))
+        x, perm = sample_points(prep, opt['n_samples'], gen, raster=True)
+        xc, _ = centred(x)
+        z = xc @ pca_axes(xc, min(opt['pca_dim'], x.shape[2], x.shape[1] - 1))
         return (z if perm is None else z.index_select(1, perm)), gen
 
     out['PCA'], _, (z, gen) = timed(pca, repeats)

@@ -2,8 +2,7 @@
 # backbone lr x0.1) + SAM2.1 Hiera-B+ auxiliary (frozen) injected at OS16, Mask2Former (mmdet).
 # Paper: AP 39.5 (DINOv3 alone 35.6, SAM2 alone 35.8). Stride ablation: configs/ablations/.
 _base_ = ['./_base_/mask2former_cityscapes_instance.py', './_base_/encoders.py']
-custom_imports = dict(imports=['mmfusion'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmfusion.models', 'mmfusion.engine'], allow_failed_imports=False)
 
 model = {{_base_.d3s2_det_model}}
-model_wrapper_cfg = {{_base_.fusion_model_wrapper_cfg}}
 optim_wrapper = {{_base_.fusion_optim_wrapper}}

@@ -7,33 +7,35 @@ from tests._m2f import shrink_mask2former_head
 from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
 
 
-def _shrink_encoder(enc: dict) -> None:
-    enc['checkpoint'] = None
+def shrink_encoder(enc: dict, keep_checkpoint: bool = False) -> dict:
+    """A tiny encoder of the same family, in place; its checkpoint is dropped (random weights) unless kept."""
+    if not keep_checkpoint:
+        enc['checkpoint'] = None
     if enc['type'] == 'mmfusion.DINOv3ViT':
         enc['arch'] = dict(TINY_VIT)
     elif enc['type'] == 'mmfusion.SAM2Hiera':
         enc['arch'] = dict(TINY_HIERA)
     else:
         raise AssertionError(f'unexpected encoder {enc["type"]}')
+    return enc
 
 
-def shrink_fusion_model(model_cfg) -> dict:
-    """Tiny encoders (random init), neck channels re-derived from them, tiny Mask2Former head. In place."""
+def shrink_fusion_model(model_cfg, keep_checkpoints: bool = False) -> dict:
+    """Tiny encoders (random init) and a tiny Mask2Former head whose in_channels are the built backbone's. In place.
+
+    Only the encoders and the head shrink: every fusion key (inject_stride, freezing, align) stays as configured.
+    """
     from mmfusion.registry import MODELS
     bb = model_cfg['backbone']
     if bb['type'] == 'mmfusion.MasterAuxBackbone':
-        _shrink_encoder(bb['master'])
-        _shrink_encoder(bb['auxiliary'])
-        built = MODELS.build(copy.deepcopy(bb))
-        master_ch = built.master_channels
-        neck = model_cfg['neck']
-        neck['master_channels'] = list(master_ch)
-        neck['aux_channels'] = [dict(zip(built.aux_strides, built.aux_channels))[s] for s in neck['aux_strides']]
+        shrink_encoder(bb['master'], keep_checkpoints)
+        shrink_encoder(bb['auxiliary'], keep_checkpoints)
     else:
-        _shrink_encoder(bb)
-        master_ch = MODELS.build(copy.deepcopy(bb)).out_channels
+        shrink_encoder(bb, keep_checkpoints)
+    cfg = {k: v for k, v in copy.deepcopy(dict(bb)).items() if k != '_delete_'}
+    channels = MODELS.build(cfg).out_channels
     head = model_cfg.get('panoptic_head') or model_cfg['decode_head']
-    shrink_mask2former_head(head, master_ch)
+    shrink_mask2former_head(head, channels)
     if 'train_cfg' in model_cfg and model_cfg['train_cfg'] and 'num_points' in model_cfg['train_cfg']:
         model_cfg['train_cfg']['num_points'] = 64
     if model_cfg.get('test_cfg') and 'max_per_image' in model_cfg['test_cfg']:

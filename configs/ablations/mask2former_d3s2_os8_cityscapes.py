@@ -1,7 +1,6 @@
 # Stride ablation (paper, Cityscapes instance AP): OS4 37.0, OS8 34.2, OS16 39.1 (the default config), OS32 35.3.
-# Injects the frozen SAM2 auxiliary at OS8 instead of OS16; the auxiliary then runs up to OS8 only.
+# Injects the frozen SAM2 auxiliary at OS8 instead of OS16; the auxiliary then runs up to OS8 only. Same as
+#   tools/train.py configs/mask2former_d3s2_cityscapes.py --cfg-options model.backbone.inject_stride=8
 _base_ = ['../mask2former_d3s2_cityscapes.py']
 
-model = dict(
-    backbone=dict(aux_strides=(8, )),
-    neck=dict(aux_channels=(224, ), aux_strides=(8, ), inject_stride=8))
+model = dict(backbone=dict(inject_stride=8))

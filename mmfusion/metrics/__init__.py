@@ -12,6 +12,7 @@ from .edge_fidelity import (
     feature_gradient,
     first_component_map,
     frequency_content,
+    pca1_gradient,
     shift_ncc,
     sp_radii,
     spatial_precision,
@@ -53,7 +54,7 @@ __all__ = [
     'structured_feature_contrast', 'structural_clustering_score', 'clustering_score_points',
     'structural_coherence_gt', 'channel_norm_map', 'edge_fidelity', 'concentration', 'frequency_content',
     'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient', 'first_component_map',
-    'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid', 'top_q', 'centreline',
-    'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator', 'injection_stride', 'metrics_per_image',
-    'select_pair', 'save_profile', 'load_profile', 'save_profile_csv'
+    'pca1_gradient', 'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid', 'top_q',
+    'centreline', 'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator',
+    'injection_stride', 'metrics_per_image', 'select_pair', 'save_profile', 'load_profile', 'save_profile_csv',
 ]

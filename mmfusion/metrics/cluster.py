@@ -61,10 +61,10 @@ def pca_fit(x: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, pow
         variance are zero vectors.
     """
     mean = x.mean(dim=1, keepdim=True)
-    return mean, _pca_axes(x - mean, dim, exact_max, oversample, power_iters, seed)
+    return mean, pca_axes(x - mean, dim, exact_max, oversample, power_iters, seed)
 
 
-def _pca_axes(xc: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, power_iters: int = 2,
+def pca_axes(xc: Tensor, dim: int, exact_max: int = 256, oversample: int = 10, power_iters: int = 2,
               seed: int = 0) -> Tensor:
     """Principal axes (N, d, dim) of centred point sets (N, n, d); see :func:`pca_fit`."""
     _, n, d = xc.shape

@@ -34,9 +34,8 @@ from ._utils import (
     zero_bad,
     zscore,
 )
-from .cluster import pca_fit
 from .edges import (
-    FEAT_SOBEL_X,
+    IMAGE_SOBEL_X,
     centreline,
     edge_zones,
     image_gradient,
@@ -60,28 +59,42 @@ def _preset(name: str) -> dict:
     return PRESETS[name]
 
 
-def first_component_map(feat: Tensor, max_points: int = 4096, seed: int = 0) -> Tensor:
-    """First principal component of the pixel vectors, as a map.
+def first_component_map(feat: Tensor) -> Tensor:
+    """First principal component of each image's per-channel z-scored pixel vectors, as a map (SPEC §3).
 
-    The axis is fitted on at most ``max_points`` pixels (seeded; the same pixels for every image) and all pixels are
-    projected. Its sign is arbitrary; every use here (min-max + gradient magnitude, power spectrum) ignores it.
+    Exactly the reference's: X = (H*W, C) pixels of one image, each channel z-scored (population std + 1e-6), so the
+    axis is the top eigenvector of the correlation matrix, not of the covariance (without the z-score, channels of
+    large scale dominate and EF moves by up to 2x); the axis is fitted on all pixels (no sampling) and every pixel is
+    projected on it. Its sign is arbitrary; every use here (min-max + gradient magnitude, power spectrum) ignores it.
 
     Args:
         feat (Tensor): (B, C, H, W) float32.
-        max_points (int): pixels used to fit the axis. Defaults to 4096.
-        seed (int): seed of the pixel draw. Defaults to 0.
 
     Returns:
         Tensor: (B, H, W) scores.
     """
     b, c, h, w = feat.shape
-    x = feat.flatten(2).transpose(1, 2)  # (B, HW, C)
-    fit = x
-    if h * w > max_points:
-        idx = torch.randperm(h * w, generator=torch.Generator().manual_seed(seed))[:max_points].to(x.device)
-        fit = x[:, idx]
-    mean, axes = pca_fit(fit, 1)
-    return (x @ axes - mean @ axes).view(b, h, w)
+    x = feat.flatten(2)  # (B, C, HW)
+    mean = x.mean(dim=2, keepdim=True)
+    z = (x - mean) / (x.std(dim=2, unbiased=False, keepdim=True) + 1e-6)
+    cov = z @ z.transpose(1, 2) / (h * w)  # (B, C, C)
+    _, vecs = torch.linalg.eigh(cov.double())
+    axis = vecs[..., -1:].to(z.dtype)  # eigh sorts eigenvalues ascending: the last is the top one
+    return (axis.transpose(1, 2) @ z).view(b, h, w)
+
+
+def pca1_gradient(pc1: Tensor) -> Tensor:
+    """Feature gradient of the ``'selection'`` preset: the Sobel magnitude (/4 kernel, replicate padding) of the
+    first-component map min-max normalised to [0, 1] over all pixels (SPEC §3).
+
+    Args:
+        pc1 (Tensor): (B, H, W) output of :func:`first_component_map`.
+
+    Returns:
+        Tensor: (B, H, W).
+    """
+    full = torch.ones(pc1.shape[-2:], dtype=torch.bool, device=pc1.device)
+    return sobel_magnitude(minmax_valid(pc1, full), IMAGE_SOBEL_X)
 
 
 def multichannel_sobel(feat: Tensor, std: Tensor | None = None) -> Tensor:
@@ -119,15 +132,14 @@ def multichannel_sobel(feat: Tensor, std: Tensor | None = None) -> Tensor:
     return acc.view(b, h, w).sqrt_().div_(8.0)
 
 
-def feature_gradient(feat: Tensor, mode: str = 'channels', seed: int = 0) -> Tensor:
+def feature_gradient(feat: Tensor, mode: str = 'channels') -> Tensor:
     """Feature gradient magnitude G (SPEC §3).
 
     Args:
         feat (Tensor): (B, C, H, W) float32.
         mode (str): ``'channels'``: per-channel z-score (unbiased std >= 1e-6), Sobel (/8) per channel,
-            G = sqrt(sum_c gx_c^2 + gy_c^2). ``'pca1'``: Sobel of the min-max normalised first PCA component.
+            G = sqrt(sum_c gx_c^2 + gy_c^2). ``'pca1'``: :func:`pca1_gradient` of :func:`first_component_map`.
             Defaults to ``'channels'``.
-        seed (int): seed of the PCA pixel draw (``'pca1'`` only). Defaults to 0.
 
     Returns:
         Tensor: (B, H, W).
@@ -135,9 +147,7 @@ def feature_gradient(feat: Tensor, mode: str = 'channels', seed: int = 0) -> Ten
     if mode == 'channels':
         return multichannel_sobel(feat)
     if mode == 'pca1':
-        pc = first_component_map(feat, seed=seed)
-        full = torch.ones(pc.shape[-2:], dtype=torch.bool, device=pc.device)
-        return sobel_magnitude(minmax_valid(pc, full), FEAT_SOBEL_X)
+        return pca1_gradient(first_component_map(feat))
     raise ValueError(f"unknown gradient mode {mode!r}; use 'channels' or 'pca1'.")
 
 
@@ -415,8 +425,7 @@ def edge_fidelity(feat: Tensor | PreparedFeatures,
                   sp_highpass: bool = True,
                   alpha: float = 100.0,
                   antialias: bool = False,
-                  ec_core: bool = False,
-                  seed: int = 0) -> dict[str, Tensor]:
+                  ec_core: bool = False) -> dict[str, Tensor]:
     """Edge Fidelity EF = alpha * clamp(NC * EC * FC * SP, 0, 1) of features against their images (SPEC §1, §3).
 
     The image is resized (bilinear) to the feature grid, turned into luminance, and its Sobel magnitude GI gives the
@@ -449,7 +458,6 @@ def edge_fidelity(feat: Tensor | PreparedFeatures,
         alpha (float): EF scale; 100 gives the paper's table. Defaults to 100.0.
         antialias (bool): antialiased image resize (the reference has none). Defaults to False.
         ec_core (bool): core-only EC instead of the reference's. Defaults to False.
-        seed (int): seed of the PCA pixel draw of the ``'selection'`` preset. Defaults to 0.
 
     Returns:
         dict[str, Tensor]: (B,) float32 tensors ``EC``, ``NC``, ``FC``, ``SP``, ``r_tau`` (feature pixels) and
@@ -460,7 +468,7 @@ def edge_fidelity(feat: Tensor | PreparedFeatures,
         if val is not None:
             cfg[key] = val
     check_params(q=cfg['q'], q_img=cfg['q_img'], fc_clip=cfg['fc_clip'], d_in=d_in, d_out=d_out, rho_low=rho_low,
-                 tau=tau, sp_scale=sp_scale, num_radii=num_radii, r_frac=r_frac, alpha=alpha, seed=seed)
+                 tau=tau, sp_scale=sp_scale, num_radii=num_radii, r_frac=r_frac, alpha=alpha)
     prep = prepare_features(feat)
     feat, bad = prep.feat, prep.bad
     b, _, h, w = feat.shape
@@ -472,14 +480,13 @@ def edge_fidelity(feat: Tensor | PreparedFeatures,
     zones = edge_zones(centreline(gi, cfg['q_img'], valid), valid, d_in, d_out)
     if cfg['fc_map'] not in ('l2', 'pca1'):
         raise ValueError(f"unknown fc_map {cfg['fc_map']!r}; use 'l2' or 'pca1'.")
-    pc1 = first_component_map(feat, seed=seed) if 'pca1' in (cfg['gradient'], cfg['fc_map']) else None
+    pc1 = first_component_map(feat) if 'pca1' in (cfg['gradient'], cfg['fc_map']) else None
     if cfg['gradient'] == 'pca1':
-        full = torch.ones(h, w, dtype=torch.bool, device=feat.device)
-        grad = sobel_magnitude(minmax_valid(pc1, full), FEAT_SOBEL_X)
+        grad = pca1_gradient(pc1)
     elif cfg['gradient'] == 'channels':
         grad = multichannel_sobel(feat, prep.channel_std(unbiased=True))
     else:
-        grad = feature_gradient(feat, cfg['gradient'], seed=seed)
+        grad = feature_gradient(feat, cfg['gradient'])
     ec, nc = concentration(grad, zones, valid, cfg['q'], ec_core=ec_core)
 
     m0 = prep.norm_map()

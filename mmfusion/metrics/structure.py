@@ -18,7 +18,7 @@ from ._utils import (
     zscore,
 )
 from .cluster import (
-    _pca_axes,
+    pca_axes,
     compact,
     kmeans_multi,
     pca_project,
@@ -90,10 +90,10 @@ def structured_feature_contrast(feat: Tensor | PreparedFeatures,
     return zero_bad(dict(v=_sfc(prep.norm_map(), cell, grid, clip)), prep.bad)['v']
 
 
-def _sample_points(feat: Tensor | PreparedFeatures,
-                   n_samples: int,
-                   generator: torch.Generator,
-                   raster: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+def sample_points(feat: Tensor | PreparedFeatures,
+                  n_samples: int,
+                  generator: torch.Generator,
+                  raster: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
     """Per-channel z-scored pixel vectors (B, n, C), at most ``n_samples`` of them (same pixels for the batch).
 
     The mean and the population std of each channel are those of all H*W pixels (taken from the prepared map when
@@ -129,14 +129,14 @@ def _sample_points(feat: Tensor | PreparedFeatures,
     return (x, perm) if raster else x
 
 
-def _centred(x: Tensor) -> tuple[Tensor, Tensor]:
+def centred(x: Tensor) -> tuple[Tensor, Tensor]:
     """Points (N, n, C) minus their mean, and their total variance (N,).
 
     The elementwise work follows the memory layout of ``x`` (elementwise ops on a transposed view are slow), and
     the sum of squares is a reduction without a full-size temporary (a multi-MB temporary costs page faults).
     """
     t = x.transpose(1, 2)
-    if t.is_contiguous():  # (N, C, n) storage, as _sample_points gives
+    if t.is_contiguous():  # (N, C, n) storage, as sample_points gives
         tc = t - t.mean(dim=2, keepdim=True)
         return tc.transpose(1, 2), torch.einsum('bcn,bcn->b', tc, tc) / x.shape[1]
     x = x.contiguous()
@@ -208,9 +208,9 @@ def _clustering_score(x: Tensor, perm: Tensor | None, *, ks: tuple[int, ...], pc
     dim = min(pca_dim, c, n - 1)
     if dim < 1:
         return torch.zeros(num, device=x.device)
-    xc, total_var = _centred(x)
+    xc, total_var = centred(x)
     constant = total_var <= 1e-10
-    z = xc @ _pca_axes(xc, dim)
+    z = xc @ pca_axes(xc, dim)
     if perm is not None:
         z = z.index_select(1, perm)
     sil = torch.full((num, len(ks)), float('nan'), device=x.device)
@@ -288,7 +288,7 @@ def structural_clustering_score(feat: Tensor | PreparedFeatures,
     h, w = prep.shape[-2:]
     _warn_few_points(min(h * w, n_samples), ks, f'a {h}x{w} feature map ({min(h * w, n_samples)} points)')
     gen = torch.Generator().manual_seed(seed)
-    x, perm = _sample_points(prep, n_samples, gen, raster=True)
+    x, perm = sample_points(prep, n_samples, gen, raster=True)
     scs = _clustering_score(x, perm, ks=ks, pca_dim=pca_dim, restarts=restarts, n_silhouette=n_silhouette,
                             max_iter=max_iter, tol=tol, prune_after=prune_after, prune_keep=prune_keep,
                             generator=gen)

@@ -12,7 +12,7 @@ from mmfusion.metrics import (
     structural_coherence_gt,
     structured_feature_contrast,
 )
-from mmfusion.metrics.sklearn_ref import scs_points, sklearn_clustering_score
+from tests._sklearn_ref import scs_points, sklearn_clustering_score
 
 
 def gen(seed=0):

@@ -13,9 +13,8 @@ pytest.importorskip('mmcv.ops', reason='mmcv with compiled ops is needed by the 
 
 C = 32  # decoder width; GN(32) needs a multiple of 32
 BACKBONE = dict(type='mmfusion.MasterAuxBackbone', master=dict(type='mmfusion.StubPyramid', channels=(8, 16, 32, 64)),
-                auxiliary=dict(type='mmfusion.StubPyramid', channels=(4, 8, 24, 48)), aux_strides=(16, ))
-NECK = dict(type='mmfusion.MetricGuidedNeck', master_channels=(8, 16, 32, 64), aux_channels=(24, ), aux_strides=(16, ),
-            inject_stride=16)
+                auxiliary=dict(type='mmfusion.StubPyramid', channels=(4, 8, 24, 48)), inject_stride=16)
+NECK = dict(type='mmfusion.MetricGuidedNeck')
 
 
 def _head(scope, num_classes):

@@ -1,3 +1,3 @@
-from .layer_decay import LayerDecayOptimWrapperConstructor
+from .fusion_constructor import FusionOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['FusionOptimWrapperConstructor']

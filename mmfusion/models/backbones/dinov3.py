@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os.path as osp
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -26,7 +25,7 @@ from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from mmfusion.registry import MODELS
 
-from .base_vfm import VFMBackbone, check_strides, crop_to_stride, pad_to_multiple
+from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
 from .checkpoint_io import (
     LoadReport,
     dinov3_to_hf,
@@ -136,16 +135,20 @@ class PaperPyramid(nn.Module):
             the reference (128/256/512/1024 for OS 4/8/16/32).
         project (bool): Apply the 1x1 convs. False gives the raw ViT features at every stride (``embed_dim``
             channels, no parameters). Defaults to True.
+        skip (Sequence[int]): Strides not computed (None in the output, no parameters). Defaults to ().
     """
 
     def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], channels=None,
-                 project: bool = True):
+                 project: bool = True, skip: Sequence[int] = ()):
         super().__init__()
         self.out_strides = tuple(out_strides)
+        self.skip = frozenset(skip)
         self.taps = (num_layers - 1, )
         if project:
             self.out_channels = _channels_per_level(channels, out_strides, lambda s: 128 * s // 4)
-            self.convs = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in self.out_channels)
+            self.convs = nn.ModuleList(
+                nn.Identity() if s in self.skip else nn.Conv2d(embed_dim, c, 1)
+                for s, c in zip(self.out_strides, self.out_channels))
         else:
             if channels is not None:
                 raise ValueError('channels cannot be set when project=False')
@@ -156,6 +159,9 @@ class PaperPyramid(nn.Module):
         feat = maps[self.taps[0]]
         outs = []
         for i, size in enumerate(_level_sizes(padded_hw, self.out_strides)):
+            if self.out_strides[i] in self.skip:
+                outs.append(None)
+                continue
             level = feat if tuple(feat.shape[-2:]) == size else F.interpolate(feat, size=size, mode='nearest')
             outs.append(self.convs[i](level) if self.convs is not None else level)
         return outs
@@ -174,11 +180,14 @@ class SimpleFeaturePyramid(nn.Module):
         patch_size (int): ViT patch size (the stride of the tokens).
         out_strides (Sequence[int]): Output strides; each a power-of-two multiple or fraction of ``patch_size``.
         channels (int | Sequence[int], optional): Channels per level. Defaults to None, i.e. 256 (ViTDet).
+        skip (Sequence[int]): Strides not computed (None in the output, no parameters). Defaults to ().
     """
 
-    def __init__(self, embed_dim: int, num_layers: int, patch_size: int, out_strides: Sequence[int], channels=None):
+    def __init__(self, embed_dim: int, num_layers: int, patch_size: int, out_strides: Sequence[int], channels=None,
+                 skip: Sequence[int] = ()):
         super().__init__()
         self.out_strides = tuple(out_strides)
+        self.skip = frozenset(skip)
         self.taps = (num_layers - 1, )
         self.out_channels = _channels_per_level(channels, out_strides, lambda s: 256)
         self.scales = nn.ModuleList()
@@ -200,11 +209,11 @@ class SimpleFeaturePyramid(nn.Module):
                 nn.Conv2d(dim, out_c, 1, bias=False), LayerNorm2d(out_c),
                 nn.Conv2d(out_c, out_c, 3, padding=1, bias=False), LayerNorm2d(out_c)
             ]
-            self.scales.append(nn.Sequential(*layers))
+            self.scales.append(nn.Identity() if stride in self.skip else nn.Sequential(*layers))
 
-    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
+    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Optional[Tensor]]:
         feat = maps[self.taps[0]]
-        return [scale(feat) for scale in self.scales]
+        return [None if s in self.skip else scale(feat) for s, scale in zip(self.out_strides, self.scales)]
 
 
 class MultiLayerPyramid(nn.Module):
@@ -218,28 +227,38 @@ class MultiLayerPyramid(nn.Module):
             i.e. evenly spaced ending at the last block (2, 5, 8, 11 for 12 blocks and 4 levels).
         channels (int | Sequence[int], optional): 1x1-conv projection per level. Defaults to None (no projection,
             ``embed_dim`` channels, no parameters).
+        skip (Sequence[int]): Strides not computed (None in the output, no parameters; blocks read only by them
+            are not run). Defaults to ().
     """
 
-    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], layers=None, channels=None):
+    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], layers=None, channels=None,
+                 skip: Sequence[int] = ()):
         super().__init__()
         self.out_strides = tuple(out_strides)
+        self.skip = frozenset(skip)
         n = len(out_strides)
         if layers is None:
             layers = [math.ceil((i + 1) * num_layers / n) - 1 for i in range(n)]
-        self.taps = tuple(int(i) for i in layers)
-        if len(self.taps) != n or not all(0 <= i < num_layers for i in self.taps):
+        self.level_taps = tuple(int(i) for i in layers)
+        if len(self.level_taps) != n or not all(0 <= i < num_layers for i in self.level_taps):
             raise ValueError(f'layers {tuple(layers)} must give one block index in [0, {num_layers}) per stride '
                              f'{tuple(out_strides)}')
+        self.taps = tuple(t for t, s in zip(self.level_taps, self.out_strides) if s not in self.skip)
         if channels is None:
             self.out_channels = (embed_dim, ) * n
             self.convs = None
         else:
             self.out_channels = _channels_per_level(channels, out_strides, None)
-            self.convs = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in self.out_channels)
+            self.convs = nn.ModuleList(
+                nn.Identity() if s in self.skip else nn.Conv2d(embed_dim, c, 1)
+                for s, c in zip(self.out_strides, self.out_channels))
 
-    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
+    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Optional[Tensor]]:
         outs = []
-        for i, (tap, size) in enumerate(zip(self.taps, _level_sizes(padded_hw, self.out_strides))):
+        for i, (tap, size) in enumerate(zip(self.level_taps, _level_sizes(padded_hw, self.out_strides))):
+            if self.out_strides[i] in self.skip:
+                outs.append(None)
+                continue
             feat = maps[tap]
             if tuple(feat.shape[-2:]) != size:
                 feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
@@ -259,7 +278,11 @@ class DINOv3ViT(VFMBackbone):
     size was already divisible), and every output is cropped back to ``ceil(H / s) x ceil(W / s)``.
 
     Only the blocks the pyramid reads are kept (a ``multilayer`` pyramid tapping block 8 of 12 drops blocks 9-11);
-    the checkpoint's keys for dropped blocks are left out on purpose.
+    the checkpoint's keys for dropped blocks are left out on purpose. Levels in ``skip_strides`` are not computed
+    (None in the output) and hold no parameters: a fused backbone skips the levels its auxiliary replaces.
+
+    ``frozen`` freezes the ViT (``self.vit``, the pretrained part); the pyramid's new layers always train. Weights are
+    loaded by ``init_weights`` (building reads no file).
 
     RoPE: in training mode transformers' DINOv3 rescales the RoPE coordinates at random (``pos_embed_rescale=2.0``,
     the released config, as in DINOv3's pretraining), so a fine-tuned master gets this augmentation; pass
@@ -274,13 +297,15 @@ class DINOv3ViT(VFMBackbone):
             those plus its options (``channels``; ``project`` for paper; ``layers`` for multilayer). Defaults to
             ``'paper'``.
         out_strides (Sequence[int]): Output strides, strictly increasing. Defaults to ``(4, 8, 16, 32)``.
+        skip_strides (Sequence[int]): Entries of ``out_strides`` not to compute. Defaults to ().
         checkpoint (str, optional): A local Hugging Face folder (``save_pretrained`` layout) or Meta's DINOv3
-            ``.pth``; relative paths are also looked up in the repository root. None: random weights, with a
-            warning. Defaults to None.
-        frozen (bool): No gradients (``requires_grad=False``, forward under ``no_grad``), eval mode kept through
-            ``train()``. Defaults to False.
+            ``.pth``, loaded by ``init_weights``; relative paths are also looked up in the repository root. None:
+            random weights, with a warning. Defaults to None.
+        frozen (bool): Freeze the ViT: no gradients (``requires_grad=False``, forward under ``no_grad``), eval mode
+            kept through ``train()``. Defaults to False.
         with_cp (bool): Gradient checkpointing of the ViT blocks (transformers' own) in training. Defaults to False.
-        init_cfg: Must be None (weights come from ``checkpoint``). Defaults to None.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
+            Defaults to None.
 
     Attributes:
         out_strides (tuple[int, ...]): Strides of the outputs.
@@ -292,6 +317,7 @@ class DINOv3ViT(VFMBackbone):
         >>> from mmfusion.registry import MODELS
         >>> backbone = MODELS.build(dict(type='mmfusion.DINOv3ViT', arch='vitb16', pyramid='paper',
         ...                              checkpoint='checkpoints/dinov3-vitb16-pretrain-lvd1689m'))
+        >>> backbone.init_weights()  # reads the checkpoint
         >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 500, 750))]
         [(1, 128, 125, 188), (1, 256, 63, 94), (1, 512, 32, 47), (1, 1024, 16, 24)]
     """
@@ -300,14 +326,13 @@ class DINOv3ViT(VFMBackbone):
                  arch: Union[str, dict] = 'vitb16',
                  pyramid: Union[str, dict] = 'paper',
                  out_strides: Sequence[int] = (4, 8, 16, 32),
+                 skip_strides: Sequence[int] = (),
                  checkpoint: Optional[str] = None,
                  frozen: bool = False,
                  with_cp: bool = False,
                  init_cfg=None):
-        super().__init__(frozen=frozen, init_cfg=init_cfg)
+        super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
         self.arch = arch if isinstance(arch, str) else arch.get('preset')
-        # Find the file before building the model: a wrong path should fail in milliseconds, not after a ViT-L init.
-        path = None if checkpoint is None else resolve_checkpoint(checkpoint, self._how_to_get())
         config = dinov3_config(arch)
         self.config = config
         self.embed_dim = config.hidden_size
@@ -318,36 +343,33 @@ class DINOv3ViT(VFMBackbone):
             patch = patch[0]
         self.patch_size = int(patch)
         self.out_strides = check_strides(out_strides)
+        self.skip_strides = check_skip_strides(skip_strides, self.out_strides)
         self.vit = DINOv3ViTModel(config)
         self.pyramid = self._build_pyramid(pyramid, config)
         self.out_channels = tuple(self.pyramid.out_channels)
         self._taps = frozenset(self.pyramid.taps)
         self._num_prefix = 1 + config.num_register_tokens
+        # The mask token only serves masked-image pretraining; it would be an unused parameter under DDP.
+        self.vit.embeddings.mask_token.requires_grad_(False)
         # Blocks past the deepest tap never run: drop them (no dead weights, no unused parameters under DDP).
         self._num_blocks = max(self._taps) + 1
         if self._num_blocks < config.num_hidden_layers:
             self.vit.model.layer = self.vit.model.layer[:self._num_blocks]
 
-        if path is None:
-            self._warn_random(type(self).__name__, self._how_to_get())
-        else:
-            self.load_checkpoint(path)
-            self._checkpoint = path
+        self._warn_if_random(self._how_to_get())
         if with_cp:
             self.vit.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
-        if frozen and any(True for _ in self.pyramid.parameters()):
-            warnings.warn(f'DINOv3ViT is frozen but its pyramid {type(self.pyramid).__name__} has new, randomly '
-                          'initialised parameters that will never train; use pyramid=dict(type="paper", '
-                          'project=False) or dict(type="multilayer") for a parameter-free frozen pyramid',
-                          UserWarning, stacklevel=2)
         self._set_frozen()
+
+    pretrained_modules = ('vit', )
 
     def _build_pyramid(self, pyramid: Union[str, dict], config: DINOv3ViTConfig) -> nn.Module:
         cfg = dict(type=pyramid) if isinstance(pyramid, str) else dict(pyramid)
         kind = cfg.pop('type', None)
         if kind not in PYRAMIDS:
             raise KeyError(f'Unknown pyramid {kind!r}; choose one of {sorted(PYRAMIDS)}')
-        common = dict(embed_dim=config.hidden_size, num_layers=config.num_hidden_layers, out_strides=self.out_strides)
+        common = dict(embed_dim=config.hidden_size, num_layers=config.num_hidden_layers, out_strides=self.out_strides,
+                      skip=self.skip_strides)
         if kind == 'simple_fpn':
             common['patch_size'] = self.patch_size
         return PYRAMIDS[kind](**common, **cfg)
@@ -430,14 +452,15 @@ class DINOv3ViT(VFMBackbone):
             x (Tensor): (B, 3, H, W), ImageNet-normalised.
 
         Returns:
-            tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry.
+            tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry (None for
+            ``skip_strides``).
         """
         size = tuple(x.shape[-2:])
+        padded = pad_to_multiple(x, self.patch_size)
         with self._grad_context():
-            padded = pad_to_multiple(x, self.patch_size)
             maps = self.block_maps(padded)
-            outs = self.pyramid(maps, tuple(padded.shape[-2:]))
-            return tuple(crop_to_stride(o, size, s) for o, s in zip(outs, self.out_strides))
+        outs = self.pyramid(maps, tuple(padded.shape[-2:]))
+        return tuple(None if o is None else crop_to_stride(o, size, s) for o, s in zip(outs, self.out_strides))
 
     def block_maps(self, x: Tensor) -> Dict[int, Tensor]:
         """The final-norm patch-token maps of the blocks the pyramid reads.

@@ -1,12 +1,15 @@
-"""A backbone that runs a trainable master and a frozen auxiliary on the same image (SPEC §6, DESIGN.md).
+"""The fused backbone of metric-guided fusion (SPEC §6, DESIGN.md): a master and a frozen auxiliary on one image.
 
-It is what lets the stock mmdet ``Mask2Former`` and mmseg ``EncoderDecoder`` run the fusion unchanged: their
-``extract_feat`` calls ``backbone`` then ``neck``; the backbone returns both pyramids and
-:class:`~mmfusion.models.necks.MetricGuidedNeck` fuses them into the one pyramid the head expects.
+It owns every decision of the fusion: the injection stride(s) s*, which encoder is frozen, and how the auxiliary's
+channels are aligned to the master's. The stock mmdet ``Mask2Former`` / mmseg ``EncoderDecoder`` run it unchanged:
+their ``extract_feat`` calls ``backbone`` then ``neck``, and :class:`~mmfusion.models.necks.MetricGuidedNeck` puts the
+aligned auxiliary maps in place of the master's, learning where from this backbone's output.
 """
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,138 +17,334 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmfusion.metrics import injection_stride, load_profile
 from mmfusion.registry import MODELS
-from mmfusion.utils import ConfigType, OptMultiConfig
+from mmfusion.utils import ConfigType, OptConfigType, OptMultiConfig
 
-from ..necks.metric_guided_neck import _check_strides, inject_strides_from_profile
+from .base_vfm import VFMBackbone
+
+InjectStride = Union[int, Sequence[int], str]
+
+_ALIGN_MODES = ('mean_pad', 'conv')
+# Default norm of align='conv' (never mutated: _build_norm copies it).
+_GN32 = dict(type='GN', num_groups=32)
 
 
 class MasterAuxOutputs(NamedTuple):
-    """The two pyramids, each a tuple of (B, C_i, ceil(H/s), ceil(W/s)) maps ordered by stride."""
-    master: Tuple[Tensor, ...]
+    """What :class:`MasterAuxBackbone` returns; maps are (B, C, ceil(H/s), ceil(W/s)).
+
+    Attributes:
+        master (tuple): The master's maps, one per entry of ``strides``; None at the injected strides (the master
+            does not compute the levels the auxiliary replaces).
+        auxiliary (tuple): The auxiliary's own maps, one per injected stride (for profiling).
+        injected (tuple): The auxiliary's maps aligned to the master's channels, one per injected stride.
+        strides (tuple[int]): Strides of the fused pyramid.
+        inject_strides (tuple[int]): The injected strides s*, increasing.
+    """
+    master: Tuple[Optional[Tensor], ...]
     auxiliary: Tuple[Tensor, ...]
+    injected: Tuple[Tensor, ...]
+    strides: Tuple[int, ...]
+    inject_strides: Tuple[int, ...]
 
 
-def _build(cfg: Union[ConfigType, nn.Module], name: str) -> nn.Module:
-    if isinstance(cfg, nn.Module):
-        return cfg
-    if not isinstance(cfg, dict) or 'type' not in cfg:
-        raise TypeError(f'{name} must be a backbone config with a "type" key (or a built nn.Module), got {cfg!r}')
+def _int_tuple(value, name: str) -> Tuple[int, ...]:
+    if isinstance(value, int):
+        return (value, )
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f'{name} must be an int or a sequence of ints, got {value!r}') from None
+
+
+def inject_strides_from_profile(profile: str, auxiliary: Optional[str] = None) -> Tuple[int, ...]:
+    """The injection stride(s) s* recorded in a profile JSON written by ``tools/analysis/profile_vfm.py``.
+
+    The JSON's ``selection.inject_stride`` wins when present (an int or a list); otherwise s* is the auxiliary's EF
+    peak (:func:`mmfusion.metrics.injection_stride`).
+
+    Args:
+        profile (str): Path to the profile JSON.
+        auxiliary (str, optional): Encoder whose EF decides s* when the JSON names no ``inject_stride``. Defaults to
+            None, i.e. ``selection.auxiliary``.
+
+    Returns:
+        tuple[int]: The injection stride(s).
+    """
+    data = load_profile(profile)
+    selection = data['selection'] or {}
+    if selection.get('inject_stride') is not None:
+        return _int_tuple(selection['inject_stride'], f'selection.inject_stride in {profile}')
+    name = auxiliary or selection.get('auxiliary')
+    if name is None:
+        raise ValueError(f'{profile} names neither selection.inject_stride nor selection.auxiliary; re-run '
+                         'profile_vfm with a selection, or give inject_stride as an int')
+    if name not in data['profiles']:
+        raise KeyError(f'auxiliary {name!r} is not profiled in {profile} (encoders: {sorted(data["profiles"])})')
+    ef = {s: m['EF'] for s, m in data['profiles'][name].items() if 'EF' in m}
+    if not ef:
+        raise ValueError(f'{profile}: encoders.{name} has no "EF" values to choose the injection stride from')
+    return (injection_stride(ef), )
+
+
+def mean_pad_channels(x: Tensor, channels: int) -> Tensor:
+    """Parameter-free channel alignment of the reference implementation (SPEC §6).
+
+    With fewer channels than wanted, the map is concatenated with copies of its per-pixel channel mean; with more, it
+    keeps ``channels`` evenly spaced channels (indices ``floor(i * C / channels)``, starting at 0).
+
+    Args:
+        x (Tensor): Feature map of shape (B, C, H, W).
+        channels (int): Wanted channel count.
+
+    Returns:
+        Tensor: Map of shape (B, channels, H, W).
+    """
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c < channels:
+        mean = x.mean(dim=1, keepdim=True)
+        return torch.cat([x, mean.expand(-1, channels - c, -1, -1)], dim=1)
+    index = torch.div(torch.arange(channels, device=x.device) * c, channels, rounding_mode='floor')
+    return x.index_select(1, index)
+
+
+def _build_norm(norm_cfg: OptConfigType, channels: int) -> Optional[nn.Module]:
+    """A norm layer from a small set of types; kept local so the fusion needs no compiled mmcv."""
+    if norm_cfg is None:
+        return None
+    cfg = dict(norm_cfg)
+    kind = cfg.pop('type')
+    cfg.pop('requires_grad', None)
+    if kind == 'GN':
+        groups = cfg.pop('num_groups', 32)
+        if channels % groups:
+            raise ValueError(f"align_norm_cfg GN(num_groups={groups}) cannot normalise {channels} master channels; "
+                             f"pick num_groups dividing {channels} or align_norm_cfg=dict(type='BN')")
+        return nn.GroupNorm(groups, channels, **cfg)
+    if kind in ('BN', 'BN2d'):
+        return nn.BatchNorm2d(channels, **cfg)
+    if kind == 'SyncBN':
+        return nn.SyncBatchNorm(channels, **cfg)
+    raise ValueError(f"align_norm_cfg type {kind!r} is not supported; use 'GN', 'BN', 'SyncBN' or None")
+
+
+def _encoder_class(cfg: dict, name: str) -> type:
     kind = cfg['type']
-    if isinstance(kind, str) and '.' not in kind and kind in MODELS.module_dict:
-        # Built from an mmdet/mmseg-scoped config, an unprefixed name would be looked up in that scope only; our
-        # own backbones are meant here, so name their scope.
-        cfg = dict(cfg, type=f'mmfusion.{kind}')
-    return MODELS.build(cfg)
+    cls = kind if isinstance(kind, type) else MODELS.get(kind)
+    if cls is None:
+        raise KeyError(f'{name} type {kind!r} is not registered; use e.g. mmfusion.DINOv3ViT or mmfusion.SAM2Hiera')
+    return cls
+
+
+def _accepts(cls: type, arg: str) -> bool:
+    return arg in inspect.signature(cls.__init__).parameters
+
+
+def _set_owned(cfg: dict, key: str, value, owner: str, name: str) -> None:
+    """Write a decision the fused backbone owns into an encoder config, refusing a conflicting value there."""
+    given = cfg.get(key)
+    if given is not None and given != value and not (isinstance(given, (list, tuple)) and tuple(given) == value):
+        raise ValueError(f'{name}.{key}={given!r} disagrees with the fused backbone\'s {owner}; the backbone owns '
+                         f'it: set only model.backbone.{owner}')
+    cfg[key] = value
 
 
 @MODELS.register_module()
 class MasterAuxBackbone(BaseModule):
     """Master + auxiliary backbone of metric-guided fusion.
 
-    Runs the master (structure-strong, usually trainable) and the auxiliary (edge-strong, frozen) encoder on the same
-    normalised image and returns both pyramids as :class:`MasterAuxOutputs`, to be fused by
-    :class:`~mmfusion.models.necks.MetricGuidedNeck`. The auxiliary is built with only the strides it must provide
-    (``aux_strides`` is passed to it as ``out_strides``, so e.g. SAM2 Hiera stops after OS16). A frozen auxiliary
-    has ``requires_grad=False`` (so optimizer constructors that honour it leave it out), stays in eval mode through
-    ``.train()`` and runs under ``torch.no_grad()`` (no activations kept for backward).
+    Runs the master (structure-strong) and the auxiliary (edge-strong) encoder on the same normalised image. The
+    injection stride(s) s* are decided here, once: the auxiliary is built to return only those strides (so it stops
+    after the deepest one, e.g. SAM2 Hiera never runs its OS32 stage for s* = 16), the master is built to skip them
+    (no parameters and no compute for the levels that get replaced, so DDP needs no ``find_unused_parameters``), and
+    the auxiliary's maps are aligned to the master's channel counts. Channel counts are read from the built encoders.
+    :class:`~mmfusion.models.necks.MetricGuidedNeck` then assembles the fused pyramid.
+
+    Freezing is decided here too: ``freeze_auxiliary`` / ``freeze_master`` override the encoders' own ``frozen``. A
+    frozen auxiliary has ``requires_grad=False``, stays in eval mode through ``.train()`` and runs under
+    ``torch.no_grad()``; it must inject its own pretrained features, so an auxiliary with new, randomly initialised
+    layers (e.g. a projecting pyramid) is refused.
 
     Paper: `Metric-Guided Feature Fusion of Visual Foundation Models for Segmentation Tasks
     <https://arxiv.org/abs/2605.16864>`_.
 
     Args:
-        master (:obj:`ConfigDict` or dict or nn.Module): Master backbone config, e.g.
-            ``dict(type='mmfusion.DINOv3ViT', ...)``.
-        auxiliary (:obj:`ConfigDict` or dict or nn.Module): Auxiliary backbone config, e.g.
-            ``dict(type='mmfusion.SAM2Hiera', ...)``.
-        aux_strides (Sequence[int] | str, optional): Strides the auxiliary must provide; given to its config as
-            ``out_strides``. ``'auto'`` reads the injection stride(s) from ``profile``. Default: None, i.e. whatever
-            the auxiliary config returns.
+        master (:obj:`ConfigDict` or dict): Master backbone config, e.g. ``dict(type='mmfusion.DINOv3ViT', ...)``.
+            Its ``out_strides`` are the fused pyramid's strides.
+        auxiliary (:obj:`ConfigDict` or dict): Auxiliary backbone config, e.g. ``dict(type='mmfusion.SAM2Hiera',
+            ...)``; it must accept ``out_strides`` (set here to the injected strides).
+        inject_stride (int | Sequence[int] | str): Stride(s) where the auxiliary replaces the master. An int is the
+            paper's setting; a list injects at several strides (beyond the paper); ``'auto'`` reads s* from
+            ``profile``. Default: 16.
+        profile (str, optional): Profile JSON of ``tools/analysis/profile_vfm.py``, read (at build time) only when
+            ``inject_stride='auto'``. Default: None.
+        freeze_master (bool): Freeze the master's pretrained weights (its new layers, e.g. a pyramid's projections,
+            still train). Default: False.
         freeze_auxiliary (bool): Freeze the auxiliary (the paper's setting; fine-tuning it destroys its EF peak).
             Default: True.
-        profile (str, optional): Profile JSON of ``tools/analysis/profile_vfm.py``, read when
-            ``aux_strides='auto'``. Default: None.
+        align (str): Channel alignment of the injected maps: ``'mean_pad'`` (the paper's, parameter-free; see
+            :func:`mean_pad_channels`) or ``'conv'`` (a learned 1x1 conv followed by ``align_norm_cfg``).
+            Default: 'mean_pad'.
+        align_norm_cfg (:obj:`ConfigDict` or dict, optional): Norm after the 1x1 conv of ``align='conv'`` ('GN', 'BN',
+            'SyncBN' or None). Default: dict(type='GN', num_groups=32).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
 
     Examples:
         >>> import torch
         >>> from mmfusion.models.necks import MetricGuidedNeck
+        >>> from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
         >>> backbone = MasterAuxBackbone(  # doctest: +SKIP
-        ...     master=dict(type='mmfusion.DINOv3ViT', arch='vitb16'),
-        ...     auxiliary=dict(type='mmfusion.SAM2Hiera', arch='base_plus'), aux_strides=(16, ))
-        >>> neck = MetricGuidedNeck(backbone.master_channels, backbone.aux_channels,  # doctest: +SKIP
-        ...                         aux_strides=backbone.aux_strides, inject_stride=16)
-        >>> outs = neck(backbone(torch.rand(1, 3, 256, 512)))  # doctest: +SKIP
+        ...     master=dict(type='mmfusion.DINOv3ViT', arch=TINY_VIT),
+        ...     auxiliary=dict(type='mmfusion.SAM2Hiera', arch=TINY_HIERA), inject_stride=16)
+        >>> outs = MetricGuidedNeck()(backbone(torch.rand(1, 3, 64, 128)))  # doctest: +SKIP
+        >>> [tuple(o.shape) for o in outs]  # doctest: +SKIP
+        [(1, 128, 16, 32), (1, 256, 8, 16), (1, 512, 4, 8), (1, 1024, 2, 4)]
     """
 
     def __init__(self,
-                 master: Union[ConfigType, nn.Module],
-                 auxiliary: Union[ConfigType, nn.Module],
-                 aux_strides: Optional[Union[Sequence[int], str]] = None,
-                 freeze_auxiliary: bool = True,
+                 master: ConfigType,
+                 auxiliary: ConfigType,
+                 inject_stride: InjectStride = 16,
                  profile: Optional[str] = None,
+                 freeze_master: bool = False,
+                 freeze_auxiliary: bool = True,
+                 align: str = 'mean_pad',
+                 align_norm_cfg: OptConfigType = _GN32,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if isinstance(aux_strides, str):
-            if aux_strides != 'auto' or profile is None:
-                raise ValueError(f"aux_strides={aux_strides!r}: use a tuple of strides, or 'auto' together with "
-                                 'profile=PATH to a profile JSON')
-            aux_strides = inject_strides_from_profile(profile)
-        elif profile is not None:
-            raise ValueError(f"profile={profile!r} is only read with aux_strides='auto'")
-        if aux_strides is not None:
-            aux_strides = _check_strides(aux_strides, 'aux_strides')
-            if isinstance(auxiliary, nn.Module):
-                raise TypeError('aux_strides needs the auxiliary as a config (it is passed as out_strides); give '
-                                'a dict, or a module already built with those strides and aux_strides=None')
-            auxiliary = copy.deepcopy(auxiliary)
-            given = auxiliary.get('out_strides')
-            if given is not None and tuple(given) != aux_strides:
-                raise ValueError(f'auxiliary out_strides={tuple(given)} disagrees with aux_strides={aux_strides}; '
-                                 'set only aux_strides')
-            auxiliary['out_strides'] = aux_strides
-        self.master = _build(master, 'master')
-        self.auxiliary = _build(auxiliary, 'auxiliary')
-        self.freeze_auxiliary = freeze_auxiliary
+        self.inject_strides = self._resolve_inject(inject_stride, profile)
+        if align not in _ALIGN_MODES:
+            raise ValueError(f'align={align!r} is not one of {_ALIGN_MODES}')
+        self.align = align
+        self.freeze_master = bool(freeze_master)
+        self.freeze_auxiliary = bool(freeze_auxiliary)
 
-        self.strides = _attr_tuple(self.master, 'out_strides')
-        self.master_channels = _attr_tuple(self.master, 'out_channels')
-        built = _attr_tuple(self.auxiliary, 'out_strides')
-        if aux_strides is not None and built is not None and built != aux_strides:
-            raise ValueError(f'the auxiliary {type(self.auxiliary).__name__} was asked for out_strides={aux_strides} '
-                             f'but provides {built}; it must accept an out_strides argument')
-        self.aux_strides = built if built is not None else aux_strides
-        self.aux_channels = _attr_tuple(self.auxiliary, 'out_channels')
-        if freeze_auxiliary:
-            self.auxiliary.requires_grad_(False)
-            self.auxiliary.eval()
+        master_cfg, aux_cfg = _as_config(master, 'master'), _as_config(auxiliary, 'auxiliary')
+        master_cls, aux_cls = _encoder_class(master_cfg, 'master'), _encoder_class(aux_cfg, 'auxiliary')
+        if not _accepts(aux_cls, 'out_strides'):
+            raise TypeError(f'the auxiliary {aux_cls.__name__} takes no out_strides argument; the fused backbone '
+                            'must tell it which strides to return')
+        _set_owned(aux_cfg, 'out_strides', self.inject_strides, 'inject_stride', 'auxiliary')
+        if _accepts(master_cls, 'skip_strides'):
+            _set_owned(master_cfg, 'skip_strides', self.inject_strides, 'inject_stride', 'master')
+        for cfg, cls, frozen in ((master_cfg, master_cls, self.freeze_master),
+                                 (aux_cfg, aux_cls, self.freeze_auxiliary)):
+            if _accepts(cls, 'frozen'):
+                cfg['frozen'] = frozen  # the fused backbone's switch wins over the encoder's own default
+
+        self.master = MODELS.build(master_cfg)
+        self.auxiliary = MODELS.build(aux_cfg)
+        self.strides = _attr_tuple(self.master, 'out_strides', 'master')
+        self.out_channels = _attr_tuple(self.master, 'out_channels', 'master')
+        aux_strides = _attr_tuple(self.auxiliary, 'out_strides', 'auxiliary')
+        aux_channels = _attr_tuple(self.auxiliary, 'out_channels', 'auxiliary')
+        if aux_strides != self.inject_strides:
+            raise ValueError(f'the auxiliary {type(self.auxiliary).__name__} was asked for out_strides='
+                             f'{self.inject_strides} but provides {aux_strides}')
+        missing = [s for s in self.inject_strides if s not in self.strides]
+        if missing:
+            raise ValueError(f'inject_stride {missing} is not a stride of the master (out_strides={self.strides}); '
+                             'inject at one of them')
+        self.aux_channels = aux_channels
+        self._master_skips = _accepts(master_cls, 'skip_strides')
+
+        for module, frozen in ((self.master, self.freeze_master), (self.auxiliary, self.freeze_auxiliary)):
+            if frozen and not isinstance(module, VFMBackbone):
+                module.requires_grad_(False)  # an encoder without the VFM contract: all its weights are pretrained
+        if self.freeze_auxiliary and isinstance(self.auxiliary, VFMBackbone):
+            new = [n for n, _ in self.auxiliary.new_parameters()]
+            if new:
+                raise ValueError(f'the frozen auxiliary {type(self.auxiliary).__name__} has new, randomly initialised '
+                                 f'layers ({", ".join(new[:3])}{", ..." if len(new) > 3 else ""}) that would inject a '
+                                 'random projection; give it a parameter-free output (DINOv3: '
+                                 "pyramid=dict(type='paper', project=False)), or freeze_auxiliary=False")
+
+        if align == 'conv':
+            self.align_convs = nn.ModuleDict()
+            for s, c_in in zip(self.inject_strides, aux_channels):
+                c_out = self.out_channels[self.strides.index(s)]
+                norm = _build_norm(align_norm_cfg, c_out)
+                conv = nn.Conv2d(c_in, c_out, kernel_size=1, bias=norm is None)
+                self.align_convs[str(s)] = nn.Sequential(conv, norm) if norm is not None else nn.Sequential(conv)
+        self.train(self.training)
+
+    @staticmethod
+    def _resolve_inject(inject_stride: InjectStride, profile: Optional[str]) -> Tuple[int, ...]:
+        if isinstance(inject_stride, str):
+            if inject_stride != 'auto':
+                raise ValueError(f"inject_stride={inject_stride!r}: use an int, a list of ints or 'auto'")
+            if profile is None:
+                raise ValueError("inject_stride='auto' needs profile=PATH to a JSON written by "
+                                 'tools/analysis/profile_vfm.py')
+            strides = inject_strides_from_profile(profile)
+        else:
+            if profile is not None:
+                raise ValueError(f"profile={profile!r} is only read with inject_stride='auto'; drop it or set "
+                                 "inject_stride='auto'")
+            strides = _int_tuple(inject_stride, 'inject_stride')
+        if not strides or len(set(strides)) != len(strides) or any(s <= 0 for s in strides):
+            raise ValueError(f'inject_stride must name distinct positive strides, got {strides}')
+        return tuple(sorted(strides))
 
     def train(self, mode: bool = True) -> MasterAuxBackbone:
         """Set the train mode; a frozen auxiliary stays in eval mode (dropout, norm statistics)."""
         super().train(mode)
         if self.freeze_auxiliary:
             self.auxiliary.eval()
+        if self.freeze_master and not isinstance(self.master, VFMBackbone):
+            self.master.eval()
         return self
 
     def forward(self, x: Tensor) -> MasterAuxOutputs:
-        """Run both encoders on the same normalised image.
+        """Run both encoders on the same normalised image and align the auxiliary's maps.
 
         Args:
             x (Tensor): Images of shape (B, 3, H, W), normalised by the data preprocessor.
 
         Returns:
-            MasterAuxOutputs: ``master`` and ``auxiliary`` pyramids.
+            MasterAuxOutputs: the master's pyramid (None where injected), the auxiliary's maps raw and aligned.
         """
         master = tuple(self.master(x))
+        if len(master) != len(self.strides):
+            raise ValueError(f'the master returned {len(master)} maps for out_strides={self.strides}')
+        if not self._master_skips:
+            master = tuple(None if s in self.inject_strides else m for s, m in zip(self.strides, master))
         if self.freeze_auxiliary:
             # no_grad: a frozen encoder must not keep activations for a backward pass that never reaches it.
             with torch.no_grad():
-                auxiliary = tuple(self.auxiliary(x))
+                aux = tuple(self.auxiliary(x))
         else:
-            auxiliary = tuple(self.auxiliary(x))
-        return MasterAuxOutputs(master, auxiliary)
+            aux = tuple(self.auxiliary(x))
+        size = x.shape[-2:]
+        injected = []
+        for s, a in zip(self.inject_strides, aux):
+            want = (x.shape[0], math.ceil(size[0] / s), math.ceil(size[1] / s))
+            if (a.shape[0], *a.shape[-2:]) != want:
+                raise ValueError(f'at stride {s} the auxiliary map is {tuple(a.shape)}; the fused pyramid needs '
+                                 f'(B, C, ceil(H/{s}), ceil(W/{s})) = (B, C, {want[1]}, {want[2]})')
+            c_out = self.out_channels[self.strides.index(s)]
+            injected.append(self.align_convs[str(s)](a) if self.align == 'conv' else mean_pad_channels(a, c_out))
+        return MasterAuxOutputs(master, aux, tuple(injected), self.strides, self.inject_strides)
 
 
-def _attr_tuple(module: nn.Module, name: str) -> Optional[Tuple[int, ...]]:
+def _as_config(cfg: ConfigType, name: str) -> dict:
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f'{name} must be a backbone config with a "type" key, got {type(cfg).__name__}; the fused '
+                        'backbone builds its encoders itself (it sets their strides and freezing)')
+    cfg = copy.deepcopy(dict(cfg))
+    kind = cfg['type']
+    if isinstance(kind, str) and '.' not in kind and kind in MODELS.module_dict:
+        # Built from an mmdet/mmseg-scoped config, an unprefixed name would be looked up in that scope only; our
+        # own backbones are meant here, so name their scope.
+        cfg['type'] = f'mmfusion.{kind}'
+    return cfg
+
+
+def _attr_tuple(module: nn.Module, name: str, role: str) -> Tuple[int, ...]:
     value = getattr(module, name, None)
-    return None if value is None else tuple(int(v) for v in value)
+    if value is None:
+        raise AttributeError(f'the {role} {type(module).__name__} has no {name} attribute; mmfusion encoders state '
+                             'out_strides and out_channels')
+    return tuple(int(v) for v in value)

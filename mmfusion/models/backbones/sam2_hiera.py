@@ -17,8 +17,8 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from mmfusion.registry import MODELS
 
-from .base_vfm import VFMBackbone, check_strides, crop_to_stride, pad_to_multiple
-from .checkpoint_io import LoadReport, load_into, read_state_dict, resolve_checkpoint, sam2_image_encoder
+from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
+from .checkpoint_io import LoadReport, load_into, read_state_dict, sam2_image_encoder
 
 # SAM2.1's trunk configs (sam2/configs/sam2.1/sam2.1_hiera_*.yaml), every field spelled out.
 SAM2_ARCHS: Dict[str, dict] = {
@@ -59,16 +59,19 @@ class SAM2Hiera(VFMBackbone):
             drop_path_rate=0.1)``). Defaults to ``'base_plus'``.
         out_strides (Sequence[int]): Strides to return, a subset of the stage strides (4, 8, 16, 32). The trunk
             stops after the last stage needed. Defaults to ``(4, 8, 16, 32)``.
+        skip_strides (Sequence[int]): Entries of ``out_strides`` not to return (None in the output); the trunk
+            still runs a skipped stage when a later one needs it. Defaults to ().
         checkpoint (str, optional): Official SAM2 / SAM2.1 checkpoint (``{'model': {'image_encoder.trunk.*',
-            'image_encoder.neck.*', ...}}``); relative paths are also looked up in the repository root. None: random
-            weights, with a warning. Defaults to None.
-        frozen (bool): No gradients, eval mode kept through ``train()``, forward under ``no_grad``. Defaults to True
-            (the auxiliary's setting in the paper).
+            'image_encoder.neck.*', ...}}``), loaded by ``init_weights``; relative paths are also looked up in the
+            repository root. None: random weights, with a warning. Defaults to None.
+        frozen (bool): No gradients, eval mode kept through ``train()``, forward under ``no_grad`` (trunk and neck
+            are all pretrained). Defaults to True (the auxiliary's setting in the paper).
         output (str): ``'trunk'`` or ``'neck'``. Defaults to ``'trunk'``.
         neck_cfg (dict, optional): Overrides of the ``FpnNeck`` arguments in :data:`SAM2_NECK`. Defaults to None.
         with_cp (bool): Gradient checkpointing per block when training (only matters when not frozen). Defaults to
             False.
-        init_cfg: Must be None (weights come from ``checkpoint``). Defaults to None.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
+            Defaults to None.
 
     Attributes:
         out_strides (tuple[int, ...]): Strides of the outputs.
@@ -80,6 +83,7 @@ class SAM2Hiera(VFMBackbone):
         >>> from mmfusion.registry import MODELS
         >>> aux = MODELS.build(dict(type='mmfusion.SAM2Hiera', arch='base_plus', out_strides=(16, ),
         ...                         checkpoint='checkpoints/sam2.1_hiera_base_plus.pt'))
+        >>> aux.init_weights()  # reads the checkpoint
         >>> aux.out_channels, [tuple(f.shape) for f in aux(torch.randn(1, 3, 512, 1024))]
         ((448,), [(1, 448, 32, 64)])
     """
@@ -87,16 +91,15 @@ class SAM2Hiera(VFMBackbone):
     def __init__(self,
                  arch: Union[str, dict] = 'base_plus',
                  out_strides: Sequence[int] = (4, 8, 16, 32),
+                 skip_strides: Sequence[int] = (),
                  checkpoint: Optional[str] = None,
                  frozen: bool = True,
                  output: str = 'trunk',
                  neck_cfg: Optional[dict] = None,
                  with_cp: bool = False,
                  init_cfg=None):
-        super().__init__(frozen=frozen, init_cfg=init_cfg)
+        super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
         self.arch = arch if isinstance(arch, str) else arch.get('preset')
-        # Find the file before building the model: a wrong path should fail at once.
-        path = None if checkpoint is None else resolve_checkpoint(checkpoint, self._how_to_get())
         trunk_cfg = self._trunk_cfg(arch)
         if output not in ('trunk', 'neck'):
             raise ValueError(f"output must be 'trunk' or 'neck', got {output!r}")
@@ -112,6 +115,7 @@ class SAM2Hiera(VFMBackbone):
             raise ValueError(f'stages share strides {self.stage_strides}; out_strides cannot name a stage')
         stage_channels = tuple(self.trunk.blocks[e].dim_out for e in self.trunk.stage_ends)
         self.out_strides = check_strides(out_strides, self.stage_strides)
+        self.skip_strides = check_skip_strides(skip_strides, self.out_strides)
         self._out_stages = tuple(self.stage_strides.index(s) for s in self.out_strides)
         # The stride-4 grid must tile the first window of the positional embedding, and each q-pool halves it.
         self.pad_multiple = math.lcm(self.stage_strides[-1], _PATCH_STRIDE * self.trunk.window_spec[0])
@@ -133,18 +137,16 @@ class SAM2Hiera(VFMBackbone):
                 raise ValueError("neck_cfg is only used with output='neck'")
             self.neck = None
             self.out_channels = tuple(stage_channels[i] for i in self._out_stages)
-            last_stage = max(self._out_stages)
+            last_stage = max(i for i, s in zip(self._out_stages, self.out_strides) if s not in self.skip_strides)
         # Blocks after the last needed stage never run: do not keep them (memory, DDP unused parameters).
         self._num_blocks = self.trunk.stage_ends[last_stage] + 1
         self.trunk.blocks = self.trunk.blocks[:self._num_blocks]
         self._stage_ends = {end: i for i, end in enumerate(self.trunk.stage_ends[:last_stage + 1])}
 
-        if path is None:
-            self._warn_random(type(self).__name__, self._how_to_get())
-        else:
-            self.load_checkpoint(path)
-            self._checkpoint = path
+        self._warn_if_random(self._how_to_get())
         self._set_frozen()
+
+    pretrained_modules = ('trunk', 'neck')
 
     @staticmethod
     def _trunk_cfg(arch: Union[str, dict]) -> dict:
@@ -214,14 +216,16 @@ class SAM2Hiera(VFMBackbone):
             x (Tensor): (B, 3, H, W), ImageNet-normalised.
 
         Returns:
-            tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry.
+            tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry (None for
+            ``skip_strides``).
         """
         size = tuple(x.shape[-2:])
         with self._grad_context():
             stages = self.stage_maps(pad_to_multiple(x, self.pad_multiple))
             if self.neck is not None:
                 stages = self.neck(stages)[0]
-            return tuple(crop_to_stride(stages[i], size, s) for i, s in zip(self._out_stages, self.out_strides))
+            return tuple(None if s in self.skip_strides else crop_to_stride(stages[i], size, s)
+                         for i, s in zip(self._out_stages, self.out_strides))
 
     def stage_maps(self, x: Tensor) -> list:
         """Trunk stage outputs (B, C, H / s, W / s), finest first, up to the last kept stage.

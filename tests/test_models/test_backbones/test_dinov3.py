@@ -20,10 +20,13 @@ SIZES = [(64, 64), (48, 80), (50, 75), (17, 33)]  # square, non-square, odd, sma
 
 
 def tiny(**kwargs):
+    """Built, then initialised as the Runner does before training (which reads ``checkpoint``)."""
     kwargs.setdefault('arch', dict(TINY_VIT))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # random weights
-        return DINOv3ViT(**kwargs).eval()
+        model = DINOv3ViT(**kwargs)
+    model.init_weights()
+    return model.eval()
 
 
 @pytest.fixture(scope='module')
@@ -161,10 +164,40 @@ def test_frozen_has_no_trainable_parameters():
     assert not any(p.requires_grad for p in model.parameters())
 
 
+def test_frozen_with_learned_pyramid_freezes_only_the_vit():
+    model = tiny(frozen=True, pyramid='paper')
+    assert not any(p.requires_grad for p in model.vit.parameters())
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, _ in model.new_parameters()]
+    assert all(n.startswith('pyramid.') for n, _ in model.new_parameters())
+    model.train()
+    assert model.pyramid.training and not model.vit.training
+    model(torch.randn(1, 3, 32, 32))[0].sum().backward()
+    assert model.pyramid.convs[0].weight.grad is not None and all(p.grad is None for p in model.vit.parameters())
+
+
+@pytest.mark.parametrize('pyramid', ['paper', 'simple_fpn', dict(type='multilayer', channels=16)])
+def test_skipped_stride_has_no_output_and_no_parameters(pyramid):
+    full, skip = tiny(pyramid=pyramid), tiny(pyramid=pyramid, skip_strides=(8, ))
+    outs = skip(torch.randn(1, 3, 32, 32))
+    assert outs[1] is None and all(o is not None for i, o in enumerate(outs) if i != 1)
+    assert skip.out_channels == full.out_channels
+    level = skip.pyramid.convs if hasattr(skip.pyramid, 'convs') else skip.pyramid.scales
+    assert not list(level[1].parameters()) and list(level[0].parameters())
+
+
+def test_multilayer_skip_drops_blocks_only_that_level_read():
+    model = tiny(pyramid=dict(type='multilayer', layers=(0, 1, 1, 2)), skip_strides=(32, ))
+    assert model.get_num_layers() == 2
+
+
+def test_mask_token_never_trains():
+    assert not tiny().vit.embeddings.mask_token.requires_grad
+
+
 def test_frozen_stays_in_eval_mode_through_train():
     model = tiny(frozen=True, pyramid=dict(type='paper', project=False))
     model.train()
-    assert not any(m.training for m in model.modules())
+    assert model.training and not any(m.training for m in model.vit.modules())
 
 
 def test_frozen_gets_no_gradients_after_backward():
@@ -191,11 +224,6 @@ def test_trainable_rope_jitters_in_train_mode_but_frozen_does_not():
     torch.testing.assert_close(frozen(x)[0], frozen(x)[0])
 
 
-def test_frozen_with_learned_pyramid_warns():
-    with pytest.warns(UserWarning, match='never train'):
-        DINOv3ViT(arch=dict(TINY_VIT), frozen=True, pyramid='paper')
-
-
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     plain = tiny(arch={**TINY_VIT, 'pos_embed_rescale': None}, out_strides=(16, )).train()
@@ -213,9 +241,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_missing_checkpoint_says_where_and_how(tmp_path):
+def test_building_reads_no_file_and_init_weights_says_where_and_how(tmp_path):
+    model = DINOv3ViT(arch=dict(preset='vitb16', num_hidden_layers=1), checkpoint=str(tmp_path / 'nope.pth'))
     with pytest.raises(FileNotFoundError, match='facebook/dinov3-vitb16-pretrain-lvd1689m') as err:
-        DINOv3ViT(arch='vitb16', checkpoint=str(tmp_path / 'nope.pth'))
+        model.init_weights()
     assert 'nope.pth' in str(err.value) and 'checkpoints' in str(err.value)
 
 
@@ -257,16 +286,23 @@ def test_init_weights_leaves_loaded_weights_untouched(meta_pth):
 
         def __init__(self):
             super().__init__(init_cfg=dict(type='Normal', layer=['Linear', 'Conv2d', 'LayerNorm'], std=3.0))
-            self.backbone = tiny(checkpoint=meta_pth)
+            self.backbone = DINOv3ViT(arch=dict(TINY_VIT), checkpoint=meta_pth)
             self.head = nn.Linear(2, 2)
 
     det = Detector()
-    before = {k: v.clone() for k, v in det.backbone.vit.state_dict().items()}
+    before = tiny(checkpoint=meta_pth).vit.state_dict()
     det.init_weights()  # the parent's Normal(std=3) init reaches the ViT's Linear and LayerNorm layers
     after = det.backbone.vit.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_init_cfg_is_refused():
-    with pytest.raises(ValueError, match='checkpoint'):
-        DINOv3ViT(arch=dict(TINY_VIT), init_cfg=dict(type='Pretrained', checkpoint='x.pth'))
+def test_pretrained_init_cfg_is_the_checkpoint(meta_pth):
+    model = tiny(init_cfg=dict(type='Pretrained', checkpoint=meta_pth))
+    assert model.checkpoint == meta_pth
+    loaded = tiny(checkpoint=meta_pth).vit.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.vit.state_dict().items())
+
+
+def test_other_init_cfg_is_refused():
+    with pytest.raises(ValueError, match='Pretrained'):
+        DINOv3ViT(arch=dict(TINY_VIT), init_cfg=dict(type='Normal', layer='Linear'))

@@ -1,4 +1,5 @@
-"""MasterAuxBackbone: both pyramids, the auxiliary frozen (no grad, eval mode, no optimizer) and truncated."""
+"""MasterAuxBackbone: one key per decision (inject_stride, freeze_master/freeze_auxiliary, align), the auxiliary
+truncated at s*, the master skipping the replaced levels, channels read from the encoders."""
 import json
 
 import pytest
@@ -7,137 +8,204 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from mmfusion.models.backbones import MasterAuxBackbone, MasterAuxOutputs
+from mmfusion.models.backbones.master_aux import mean_pad_channels
 from mmfusion.models.necks import MetricGuidedNeck
 from tests._stubs import StubPyramid  # noqa: F401  (registers the stand-in backbone)
+from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_HIERA_CHANNELS, TINY_VIT
 
 MASTER = dict(type='StubPyramid', channels=(4, 8, 16, 32))
 AUX = dict(type='StubPyramid', channels=(3, 6, 12, 24))
+DINO = dict(type='DINOv3ViT', arch=TINY_VIT, pyramid=dict(type='paper', channels=(8, 16, 32, 64)))
+SAM2 = dict(type='SAM2Hiera', arch=TINY_HIERA)
 
 
 def _fused(**kwargs):
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ), **kwargs)
-    neck = MetricGuidedNeck(backbone.master_channels, backbone.aux_channels, aux_strides=backbone.aux_strides)
-    return torch.nn.Sequential(backbone, neck)
+    return torch.nn.Sequential(MasterAuxBackbone(MASTER, AUX, **kwargs), MetricGuidedNeck())
 
 
-def test_returns_both_pyramids_with_their_strides_and_channels():
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(8, 16))
+# --- the injection stride, in one key ----------------------------------------------------------------------------
+
+def test_auxiliary_returns_and_runs_only_up_to_the_injected_stride():
+    backbone = MasterAuxBackbone(MASTER, AUX, inject_stride=16)
     out = backbone(torch.rand(2, 3, 64, 96))
     assert isinstance(out, MasterAuxOutputs)
-    assert [tuple(f.shape) for f in out.master] == [(2, 4, 16, 24), (2, 8, 8, 12), (2, 16, 4, 6), (2, 32, 2, 3)]
-    assert [tuple(f.shape) for f in out.auxiliary] == [(2, 6, 8, 12), (2, 12, 4, 6)]
-    assert (backbone.strides, backbone.master_channels) == ((4, 8, 16, 32), (4, 8, 16, 32))
-    assert (backbone.aux_strides, backbone.aux_channels) == ((8, 16), (6, 12))
-
-
-def test_auxiliary_stops_at_the_strides_it_must_provide():
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ))
-    backbone(torch.rand(1, 3, 64, 64))
-    assert backbone.auxiliary.out_strides == (16, )
+    assert backbone.auxiliary.out_strides == (16, ) and backbone.aux_channels == (12, )
     assert backbone.auxiliary.stages_run == 2  # OS8 and OS16 stages; OS32 is never computed
-    assert backbone.master.stages_run == 3
+    assert [tuple(a.shape) for a in out.auxiliary] == [(2, 12, 4, 6)]
+    assert (out.strides, out.inject_strides) == ((4, 8, 16, 32), (16, ))
 
 
-def test_auxiliary_parameters_are_frozen():
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ))
-    assert not any(p.requires_grad for p in backbone.auxiliary.parameters())
-    assert all(p.requires_grad for p in backbone.master.parameters())
+def test_master_level_at_the_injected_stride_is_not_returned():
+    out = MasterAuxBackbone(MASTER, AUX, inject_stride=8)(torch.rand(1, 3, 64, 64))
+    assert out.master[1] is None
+    assert [tuple(m.shape) for i, m in enumerate(out.master) if i != 1] == [(1, 4, 16, 16), (1, 16, 4, 4),
+                                                                            (1, 32, 2, 2)]
 
 
-def test_auxiliary_gets_no_grad_and_master_does():
-    model = _fused()
-    model.train()
-    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+@pytest.mark.parametrize('stride', [4, 8, 16, 32])
+def test_inject_stride_alone_moves_the_replaced_level(stride):
+    model = _fused(inject_stride=stride)
+    x = torch.rand(1, 3, 64, 64)
+    outs = model.eval()(x)
     backbone = model[0]
-    assert all(p.grad is None for p in backbone.auxiliary.parameters())
-    assert backbone.master.stem[0].weight.grad is not None
+    aux = backbone.auxiliary(x)[-1]
+    i = (4, 8, 16, 32).index(stride)
+    assert torch.equal(outs[i], mean_pad_channels(aux, backbone.out_channels[i]))
+    master = backbone.master(x)
+    assert all(torch.equal(outs[j], master[j]) for j in range(4) if j != i)
+    assert [o.shape[1] for o in outs] == [4, 8, 16, 32]
 
 
-def test_auxiliary_runs_without_autograd_graph():
-    out = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ))(torch.rand(1, 3, 64, 64))
-    assert not out.auxiliary[0].requires_grad and out.master[0].requires_grad
+def test_several_inject_strides_run_the_auxiliary_to_the_deepest():
+    backbone = MasterAuxBackbone(MASTER, AUX, inject_stride=[16, 4])
+    out = backbone(torch.rand(1, 3, 64, 64))
+    assert backbone.inject_strides == (4, 16) and backbone.auxiliary.out_strides == (4, 16)
+    assert out.master[0] is None and out.master[2] is None and backbone.auxiliary.stages_run == 2
 
 
-def test_auxiliary_stays_in_eval_mode_through_train():
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ))
-    backbone.train()
-    assert backbone.training and backbone.master.stages[0][1].training
-    assert not any(m.training for m in backbone.auxiliary.modules())
-    stats = backbone.auxiliary.stages[0][1].running_mean.clone()
-    backbone(torch.rand(2, 3, 64, 64))
-    assert torch.equal(backbone.auxiliary.stages[0][1].running_mean, stats)
-
-
-def test_unfrozen_auxiliary_trains():
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides=(16, ), freeze_auxiliary=False)
-    backbone.train()
-    assert backbone.auxiliary.training
-    sum(f.sum() for f in backbone(torch.rand(2, 3, 64, 64)).auxiliary).backward()
-    assert backbone.auxiliary.stem[0].weight.grad is not None
-
-
-def test_plain_adamw_over_trainable_params_excludes_auxiliary():
-    model = _fused()
-    optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
-    in_optimizer = {id(p) for g in optimizer.param_groups for p in g['params']}
-    assert not in_optimizer & {id(p) for p in model[0].auxiliary.parameters()}
-    assert {id(p) for p in model[0].master.parameters()} <= in_optimizer
-
-
-def test_mmengine_constructor_with_paramwise_cfg_excludes_auxiliary():
-    # Without a paramwise_cfg MMEngine hands model.parameters() (frozen ones included) to the optimizer; with one it
-    # skips requires_grad=False parameters. Our configs always set one (norm/backbone multipliers).
-    model = _fused()
-    constructor = DefaultOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)),
-                                                 paramwise_cfg=dict(norm_decay_mult=0.0))
-    optimizer = constructor(model).optimizer
-    in_optimizer = {id(p) for g in optimizer.param_groups for p in g['params']}
-    assert not in_optimizer & {id(p) for p in model[0].auxiliary.parameters()}
-    assert {id(p) for p in model[0].master.parameters()} <= in_optimizer
-
-
-def test_project_constructor_without_paramwise_cfg_excludes_auxiliary():
-    from mmfusion.engine.optimizers import LayerDecayOptimWrapperConstructor
-    model = _fused()
-    optimizer = LayerDecayOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=1e-4)))(model).optimizer
-    in_optimizer = {id(p) for g in optimizer.param_groups for p in g['params']}
-    assert not in_optimizer & {id(p) for p in model[0].auxiliary.parameters()}
-    assert {id(p) for p in model[0].master.parameters()} <= in_optimizer
-
-
-def test_conflicting_auxiliary_out_strides_fail():
-    with pytest.raises(ValueError, match='set only aux_strides'):
-        MasterAuxBackbone(MASTER, dict(AUX, out_strides=(8, )), aux_strides=(16, ))
-
-
-def test_auto_aux_strides_from_profile(tmp_path):
+def test_auto_inject_stride_from_profile(tmp_path):
     path = tmp_path / 'profile.json'
     path.write_text(json.dumps(dict(encoders=dict(sam2=dict(strides=[4, 8, 16, 32], EF=[6.6, 8.59, 17.13, 12.47])),
                                     selection=dict(master='dinov3', auxiliary='sam2'), meta={})))
-    backbone = MasterAuxBackbone(MASTER, AUX, aux_strides='auto', profile=str(path))
-    assert backbone.aux_strides == (16, )
+    backbone = MasterAuxBackbone(MASTER, AUX, inject_stride='auto', profile=str(path))
+    assert backbone.inject_strides == (16, ) and backbone.auxiliary.out_strides == (16, )
+
+
+def test_conflicting_auxiliary_out_strides_fail():
+    with pytest.raises(ValueError, match='set only model.backbone.inject_stride'):
+        MasterAuxBackbone(MASTER, dict(AUX, out_strides=(8, )), inject_stride=16)
+
+
+def test_stride_the_master_lacks_fails():
+    with pytest.raises(ValueError, match='not a stride of the master'):
+        MasterAuxBackbone(dict(MASTER, out_strides=(4, 8, 32)), AUX, inject_stride=16)
+
+
+def test_profile_without_auto_fails():
+    with pytest.raises(ValueError, match="only read with inject_stride='auto'"):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, profile='p.json')
+
+
+# --- alignment -----------------------------------------------------------------------------------------------------
+
+def test_mean_pad_appends_channel_mean_copies():
+    aux = torch.tensor([1., 2., 3., 4., 10.]).view(1, 5, 1, 1)
+    assert mean_pad_channels(aux, 8).flatten().tolist() == [1., 2., 3., 4., 10., 4., 4., 4.]
+
+
+def test_mean_pad_subsamples_channels_evenly():
+    # 12 -> 8 channels: indices floor(i * 12 / 8).
+    assert mean_pad_channels(torch.arange(12.).view(1, 12, 1, 1), 8).flatten().tolist() == [0, 1, 3, 4, 6, 7, 9, 10]
+
+
+def test_conv_align_learns_and_reaches_the_master_channels():
+    backbone = MasterAuxBackbone(MASTER, AUX, inject_stride=16, align='conv', align_norm_cfg=dict(type='GN',
+                                                                                                 num_groups=4))
+    out = backbone(torch.rand(2, 3, 64, 64))
+    assert out.injected[0].shape == (2, 16, 4, 4)
+    out.injected[0].sum().backward()
+    assert backbone.align_convs['16'][0].weight.grad.abs().sum() > 0
+
+
+# --- freezing --------------------------------------------------------------------------------------------------------
+
+def test_frozen_auxiliary_gets_no_grad_stays_in_eval_and_keeps_its_statistics():
+    model = _fused(inject_stride=16)
+    backbone = model[0]
+    model.train()
+    assert backbone.master.stages[0][1].training and not any(m.training for m in backbone.auxiliary.modules())
+    stats = backbone.auxiliary.stages[0][1].running_mean.clone()
+    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+    assert all(p.grad is None and not p.requires_grad for p in backbone.auxiliary.parameters())
+    assert backbone.master.stem[0].weight.grad is not None
+    assert torch.equal(backbone.auxiliary.stages[0][1].running_mean, stats)
+
+
+def test_freeze_auxiliary_false_trains_the_auxiliary():
+    model = _fused(inject_stride=16, freeze_auxiliary=False)
+    model.train()
+    backbone = model[0]
+    assert backbone.auxiliary.training
+    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+    assert backbone.auxiliary.stem[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('own', [True, False])
+def test_freeze_auxiliary_wins_over_the_encoder_config(own):
+    trained = MasterAuxBackbone(DINO, dict(SAM2, frozen=own), inject_stride=16, freeze_auxiliary=False)
+    assert not trained.auxiliary.frozen and all(p.requires_grad for p in trained.auxiliary.parameters())
+    frozen = MasterAuxBackbone(DINO, dict(SAM2, frozen=own), inject_stride=16, freeze_auxiliary=True)
+    assert frozen.auxiliary.frozen and not any(p.requires_grad for p in frozen.auxiliary.parameters())
+
+
+def test_freeze_master_freezes_the_vit_and_trains_its_new_pyramid():
+    backbone = MasterAuxBackbone(DINO, SAM2, inject_stride=16, freeze_master=True)
+    master = backbone.master
+    assert not any(p.requires_grad for p in master.vit.parameters())
+    assert all(p.requires_grad for p in master.pyramid.parameters())
+    backbone.train()
+    assert not master.vit.training and master.pyramid.training
+    out = backbone(torch.rand(1, 3, 32, 64))
+    sum(m.sum() for m in out.master if m is not None).backward()
+    assert all(p.grad is None for p in master.vit.parameters())
+    assert master.pyramid.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_frozen_auxiliary_with_random_layers_is_refused():
+    with pytest.raises(ValueError, match='random projection'):
+        MasterAuxBackbone(SAM2, dict(DINO, pyramid='paper'), inject_stride=16)  # a projecting pyramid, frozen
+
+
+def test_reverse_pair_injects_dinov3_features_aligned_to_sam2():
+    aux = dict(DINO, pyramid=dict(type='paper', project=False))
+    backbone = MasterAuxBackbone(SAM2, aux, inject_stride=16).eval()
+    assert not list(backbone.auxiliary.new_parameters())
+    x = torch.rand(1, 3, 64, 64)
+    out = backbone(x)
+    (raw, ) = backbone.auxiliary(x)
+    assert raw.shape[1] == TINY_VIT['hidden_size']
+    assert torch.equal(out.injected[0], mean_pad_channels(raw, TINY_HIERA_CHANNELS[2]))
+
+
+# --- no unused parameters --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('stride', [4, 16, 32])
+def test_every_trainable_parameter_gets_a_gradient(stride):
+    backbone = MasterAuxBackbone(DINO, SAM2, inject_stride=stride)
+    neck = MetricGuidedNeck()
+    backbone.train()
+    sum(o.mean() for o in neck(backbone(torch.rand(1, 3, 64, 64)))).backward()
+    unused = [n for n, p in backbone.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused
+    i = (4, 8, 16, 32).index(stride)
+    assert not list(backbone.master.pyramid.convs[i].parameters())  # no parameters for the replaced level
+
+
+def test_sam2_auxiliary_never_builds_stages_past_the_injected_stride():
+    backbone = MasterAuxBackbone(DINO, SAM2, inject_stride=16)
+    assert len(backbone.auxiliary.trunk.blocks) == sum(TINY_HIERA['stages'][:3])
+
+
+# --- optimizer membership ---------------------------------------------------------------------------------------------
+
+def test_mmengine_constructor_with_paramwise_cfg_excludes_frozen_auxiliary():
+    model = _fused(inject_stride=16)
+    constructor = DefaultOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)),
+                                                 paramwise_cfg=dict(norm_decay_mult=0.0))
+    in_optimizer = {id(p) for g in constructor(model).optimizer.param_groups for p in g['params']}
+    assert not in_optimizer & {id(p) for p in model[0].auxiliary.parameters()}
+    assert {id(p) for p in model[0].master.parameters()} <= in_optimizer
 
 
 def test_builds_from_root_registry_with_scope_prefix():
     cfg = dict(type='mmfusion.MasterAuxBackbone', master=dict(MASTER, type='mmfusion.StubPyramid'),
-               auxiliary=dict(AUX, type='mmfusion.StubPyramid'), aux_strides=(16, ))
-    backbone = ROOT_MODELS.build(cfg)
-    assert isinstance(backbone, MasterAuxBackbone)
+               auxiliary=dict(AUX, type='mmfusion.StubPyramid'), inject_stride=16)
+    assert isinstance(ROOT_MODELS.build(cfg), MasterAuxBackbone)
 
 
-def test_tiny_dinov3_master_with_sam2_auxiliary_fuses_at_os16():
-    from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
-    backbone = MasterAuxBackbone(dict(type='DINOv3ViT', arch=TINY_VIT, pyramid='paper', frozen=False),
-                                 dict(type='SAM2Hiera', arch=TINY_HIERA), aux_strides=(16, ))
-    blocks_run = []
-    for block in backbone.auxiliary.trunk.blocks:
-        block.register_forward_hook(lambda *args: blocks_run.append(1))
-    neck = MetricGuidedNeck(backbone.master_channels, backbone.aux_channels, aux_strides=backbone.aux_strides)
-    backbone.train()
-    outs = neck(backbone(torch.rand(1, 3, 64, 96)))
-    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 24), (8, 12), (4, 6), (2, 3)]
-    assert tuple(o.shape[1] for o in outs) == backbone.master_channels
-    assert len(blocks_run) == sum(TINY_HIERA['stages'][:3])  # the OS32 stage never runs
-    assert not backbone.auxiliary.training
-    sum(o.mean() for o in outs).backward()
-    assert all(p.grad is None for p in backbone.auxiliary.parameters())
+def test_building_reads_no_checkpoint(tmp_path):
+    missing = str(tmp_path / 'absent.pth')
+    backbone = MasterAuxBackbone(dict(DINO, checkpoint=missing), dict(SAM2, checkpoint=missing), inject_stride=16)
+    assert backbone.master.checkpoint == missing
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        backbone.init_weights()

@@ -20,10 +20,13 @@ STRIDES = (4, 8, 16, 32)
 
 
 def tiny(**kwargs):
+    """Built, then initialised as the Runner does before training (which reads ``checkpoint``)."""
     kwargs.setdefault('arch', dict(TINY_HIERA))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # random weights
-        return SAM2Hiera(**kwargs)
+        model = SAM2Hiera(**kwargs)
+    model.init_weights()
+    return model
 
 
 @pytest.fixture(scope='module')
@@ -150,7 +153,7 @@ def test_frozen_by_default_has_no_trainable_parameters():
 def test_frozen_stays_in_eval_mode_through_train():
     model = tiny()
     model.train()
-    assert not any(m.training for m in model.modules())
+    assert model.training and not any(m.training for m in model.trunk.modules())
 
 
 def test_frozen_gets_no_gradients_after_backward():
@@ -159,6 +162,13 @@ def test_frozen_gets_no_gradients_after_backward():
     head(backbone(torch.randn(1, 3, 32, 32, requires_grad=True))[0]).sum().backward()
     assert head.weight.grad is not None
     assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_skipped_stride_is_not_returned_and_later_stages_still_run():
+    model = tiny(skip_strides=(16, ))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert outs[2] is None and outs[3].shape == (1, TINY_HIERA_CHANNELS[3], 2, 2)
+    assert len(tiny(skip_strides=(32, )).trunk.blocks) == sum(TINY_HIERA['stages'][:3])
 
 
 def test_trainable_hiera_gets_gradients_with_checkpointing():
@@ -170,9 +180,10 @@ def test_trainable_hiera_gets_gradients_with_checkpointing():
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_missing_checkpoint_says_where_and_how(tmp_path):
+def test_building_reads_no_file_and_init_weights_says_where_and_how(tmp_path):
+    model = SAM2Hiera(arch='base_plus', out_strides=(4, ), checkpoint=str(tmp_path / 'nope.pt'))
     with pytest.raises(FileNotFoundError, match='sam2.1_hiera_base_plus.pt') as err:
-        SAM2Hiera(arch='base_plus', checkpoint=str(tmp_path / 'nope.pt'))
+        model.init_weights()
     assert 'nope.pt' in str(err.value) and 'Apache-2.0' in str(err.value)
 
 
@@ -204,11 +215,11 @@ def test_init_weights_leaves_loaded_weights_untouched(sam2_pt):
 
         def __init__(self):
             super().__init__(init_cfg=dict(type='Normal', layer=['Linear', 'Conv2d', 'LayerNorm'], std=3.0))
-            self.backbone = tiny(checkpoint=sam2_pt)
+            self.backbone = SAM2Hiera(arch=dict(TINY_HIERA), checkpoint=sam2_pt)
             self.head = nn.Linear(2, 2)
 
     det = Detector()
-    before = {k: v.clone() for k, v in det.backbone.state_dict().items()}
+    before = tiny(checkpoint=sam2_pt).state_dict()
     det.init_weights()  # the parent's Normal(std=3) init reaches Hiera's Linear and LayerNorm layers
     after = det.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

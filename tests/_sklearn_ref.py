@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import as_feature
-from .structure import _sample_points
+from mmfusion.metrics._utils import as_feature
+from mmfusion.metrics.structure import sample_points
 
 
 def scs_points(feat: Tensor, n_samples: int = 4096, seed: int = 0) -> Tensor:
@@ -19,7 +19,7 @@ def scs_points(feat: Tensor, n_samples: int = 4096, seed: int = 0) -> Tensor:
         seed (int): seed of the pixel draw (as in SCS). Defaults to 0.
     """
     feat, _ = as_feature(feat)
-    return _sample_points(feat, n_samples, torch.Generator().manual_seed(seed))
+    return sample_points(feat, n_samples, torch.Generator().manual_seed(seed))
 
 
 def sklearn_clustering_score(points: np.ndarray,

@@ -1,11 +1,11 @@
-"""LayerDecayOptimWrapperConstructor: per-parameter lr and weight decay, frozen parameters left out."""
+"""FusionOptimWrapperConstructor: per-parameter lr and weight decay, frozen parameters left out."""
 import warnings
 
 import pytest
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, build_optim_wrapper
 
-from mmfusion.engine.optimizers import LayerDecayOptimWrapperConstructor
+from mmfusion.engine.optimizers import FusionOptimWrapperConstructor
 from mmfusion.models.backbones import DINOv3ViT, SAM2Hiera
 from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
 
@@ -61,7 +61,7 @@ def groups_by_name(model, optim_wrapper):
     return out
 
 
-def build(model, paramwise_cfg, constructor=LayerDecayOptimWrapperConstructor):
+def build(model, paramwise_cfg, constructor=FusionOptimWrapperConstructor):
     cfg = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=LR, weight_decay=WD))
     return constructor(cfg, paramwise_cfg)(model)
 
@@ -81,10 +81,27 @@ def test_vit_lr_decays_with_depth_on_top_of_backbone_lr_mult(groups, name, layer
     assert groups[name][0] == pytest.approx(LR * 0.1 * RATE**(NUM_LAYERS + 1 - layer_id))
 
 
-def test_backbone_keeps_weight_decay_from_its_custom_key(groups):
-    # MMEngine's precedence: the 'backbone' custom key wins over norm_decay_mult.
-    assert groups['backbone.master.vit.model.layer.1.norm1.weight'][1] == pytest.approx(WD)
+def test_backbone_norms_lose_weight_decay_despite_the_backbone_custom_key(groups):
+    # MMEngine alone gives the 'backbone' custom key's decay to the encoders' LayerNorms; norm_decay_mult composes.
+    assert groups['backbone.master.vit.model.layer.1.norm1.weight'][1] == 0.0
+    assert groups['backbone.master.vit.norm.bias'][1] == 0.0
     assert groups['backbone.master.vit.model.layer.1.mlp.up_proj.weight'][1] == pytest.approx(WD)
+
+
+def test_stock_constructor_gives_backbone_norms_weight_decay(model):
+    stock = groups_by_name(model, build(model, M2F_PARAMWISE, DefaultOptimWrapperConstructor))
+    assert stock['backbone.master.vit.model.layer.1.norm1.weight'][1] == pytest.approx(WD)
+
+
+def test_no_decay_keys_zero_the_decay_and_keep_the_backbone_lr(model):
+    groups = groups_by_name(model, build(model, {**M2F_PARAMWISE, 'no_decay_keys': ('cls_token', 'register_tokens')}))
+    for name in ('backbone.master.vit.embeddings.cls_token', 'backbone.master.vit.embeddings.register_tokens'):
+        assert groups[name] == (pytest.approx(LR * 0.1), 0.0)
+    assert groups['backbone.master.vit.embeddings.patch_embeddings.weight'][1] == pytest.approx(WD)
+
+
+def test_mask_token_is_not_trained(groups):
+    assert 'backbone.master.vit.embeddings.mask_token' not in groups
 
 
 @pytest.mark.parametrize('name', ['decoder.query_embed.weight', 'decoder.query_feat.weight',
@@ -138,7 +155,7 @@ def test_hiera_master_decays_by_its_own_layer_ids():
 
 def test_built_from_config_by_registry_name(model):
     wrapper = build_optim_wrapper(model, dict(
-        type='OptimWrapper', constructor='mmfusion.LayerDecayOptimWrapperConstructor',
+        type='OptimWrapper', constructor='mmfusion.FusionOptimWrapperConstructor',
         optimizer=dict(type='AdamW', lr=LR, weight_decay=WD),
         paramwise_cfg={**M2F_PARAMWISE, 'layer_decay_rate': RATE}))
     groups = groups_by_name(model, wrapper)
@@ -147,4 +164,4 @@ def test_built_from_config_by_registry_name(model):
 
 def test_invalid_rate_is_rejected():
     with pytest.raises(ValueError, match='layer_decay_rate'):
-        LayerDecayOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=LR)), dict(layer_decay_rate=1.5))
+        FusionOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=LR)), dict(layer_decay_rate=1.5))

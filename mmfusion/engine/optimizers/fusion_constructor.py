@@ -1,4 +1,5 @@
-"""Layer-wise learning-rate decay for ViT masters, on top of MMEngine's default optimizer constructor."""
+"""The fused model's optimizer constructor: MMEngine's default rules, plus weight decay 0 on every norm and embedding
+whatever custom key matched it, frozen parameters left out, and optional layer-wise lr decay."""
 from __future__ import annotations
 
 import logging
@@ -12,15 +13,21 @@ from mmfusion.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """MMEngine's default constructor plus layer-wise lr decay, without frozen parameters.
+class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """MMEngine's default constructor, with the no-decay rules applied everywhere, frozen parameters left out, and
+    optional layer-wise lr decay.
 
-    Everything ``DefaultOptimWrapperConstructor`` does with ``paramwise_cfg`` is kept as is (``custom_keys``,
+    Everything ``DefaultOptimWrapperConstructor`` does with ``paramwise_cfg`` is kept (``custom_keys``,
     ``norm_decay_mult``, ``bias_decay_mult``, ...; e.g. Mask2Former's ``backbone`` lr_mult 0.1 and decay_mult 0 for
-    ``query_embed``/``query_feat``/``level_embed``). Note MMEngine's precedence: a parameter matched by a custom key
-    gets only that key's multipliers, so ``norm_decay_mult`` does not reach norms under ``backbone``.
+    ``query_embed``/``query_feat``/``level_embed``). MMEngine gives a parameter matched by a custom key only that
+    key's multipliers, so under ``backbone`` its ``norm_decay_mult`` never reaches the encoders' LayerNorms and a
+    ``cls_token`` key without ``lr_mult`` would silently get the full lr. Here the decay rules compose instead:
 
-    On top of that:
+    - ``norm_decay_mult`` applies to the parameters of every norm layer (any module whose class name contains
+      "Norm": BatchNorm, GroupNorm, LayerNorm, transformers' and sam2's norms), after the custom keys;
+    - ``no_decay_keys`` (Sequence[str], extra ``paramwise_cfg`` key): parameters whose name contains one of these
+      (tokens, position/level/query embeddings) get weight decay 0, whatever else matched them; their lr is left to
+      the other rules (so a backbone token keeps the backbone's lr_mult).
 
     - Layer-wise lr decay (BEiT / ViTDet): every submodule that has ``get_layer_id(name)`` and
       ``get_num_layers()`` (the outermost one, e.g. :class:`~mmfusion.models.backbones.DINOv3ViT` or
@@ -37,18 +44,21 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     - ``layer_decay_rate`` (float): Defaults to 1.0 (no decay).
     - ``layer_decay_prefixes`` (Sequence[str], optional): Only decay the modules whose full name starts with one of
       these (e.g. ``['backbone.master']`` when a fine-tuned auxiliary should keep its lr). Defaults to all.
+    - ``no_decay_keys`` (Sequence[str]): See above. Defaults to ().
+
+    ``configs/ablations/mask2former_d3s2_layer_decay_cityscapes.py`` uses the layer decay (beyond the paper).
 
     Example:
         >>> optim_wrapper = dict(
         ...     type='OptimWrapper',
-        ...     constructor='mmfusion.LayerDecayOptimWrapperConstructor',
+        ...     constructor='mmfusion.FusionOptimWrapperConstructor',
         ...     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
         ...     paramwise_cfg=dict(
         ...         custom_keys={'backbone': dict(lr_mult=0.1, decay_mult=1.0),
         ...                      'query_embed': dict(lr_mult=1.0, decay_mult=0.0),
         ...                      'query_feat': dict(lr_mult=1.0, decay_mult=0.0),
         ...                      'level_embed': dict(lr_mult=1.0, decay_mult=0.0)},
-        ...         norm_decay_mult=0.0, layer_decay_rate=0.7))
+        ...         norm_decay_mult=0.0, no_decay_keys=('cls_token', 'pos_embed'), layer_decay_rate=0.7))
 
     Args:
         optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.
@@ -61,6 +71,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # Always present, so that MMEngine builds parameter groups via add_params (where frozen ones are dropped)
         # instead of handing model.parameters() to the optimizer.
         paramwise_cfg.setdefault('layer_decay_rate', 1.0)
+        self.no_decay_keys = tuple(paramwise_cfg.pop('no_decay_keys', ()))
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         self.layer_decay_rate = float(self.paramwise_cfg['layer_decay_rate'])
         prefixes = self.paramwise_cfg.get('layer_decay_prefixes')
@@ -82,11 +93,29 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         self._frozen_skipped = 0
         groups: List[dict] = []
         super().add_params(groups, module, prefix, is_dcn_module)
+        self._apply_no_decay(groups, module)
         self._apply_layer_decay(groups, module)
         params.extend(groups)
         if self._frozen_skipped:
             print_log(f'{type(self).__name__}: {self._frozen_skipped} frozen parameters (requires_grad=False) left '
                       'out of the optimizer', logger='current', level=logging.INFO)
+
+    def _apply_no_decay(self, groups: List[dict], model: nn.Module) -> None:
+        norm_mult = self.paramwise_cfg.get('norm_decay_mult')
+        if self.base_wd is None or (norm_mult is None and not self.no_decay_keys):
+            return
+        where: Dict[int, Tuple[str, bool]] = {}
+        for mod_name, mod in model.named_modules():
+            is_norm = 'norm' in type(mod).__name__.lower()
+            for pname, param in mod.named_parameters(recurse=False):
+                where[id(param)] = (f'{mod_name}.{pname}' if mod_name else pname, is_norm)
+        for group in groups:
+            (param, ) = group['params']
+            name, is_norm = where[id(param)]
+            if any(key in name for key in self.no_decay_keys):
+                group['weight_decay'] = 0.0
+            elif is_norm and norm_mult is not None:
+                group['weight_decay'] = self.base_wd * norm_mult
 
     def _apply_layer_decay(self, groups: List[dict], model: nn.Module) -> None:
         if self.layer_decay_rate == 1:
