@@ -70,12 +70,15 @@ val_dataloader = dict(
         backend_args={{_base_.backend_args}}))
 test_dataloader = val_dataloader
 
-# The stock COCO metric on the converted json, and the official Cityscapes instance AP (cityscapesscripts).
+# The stock COCO metric on the converted json, the official Cityscapes instance AP (cityscapesscripts), and
+# the boundary AP on the same json (docs/boundary_metrics.md).
 val_evaluator = [
     dict(type='CocoMetric', ann_file=data_root + 'annotations/instancesonly_filtered_gtFine_val.json',
          metric=['segm'], backend_args={{_base_.backend_args}}),
     dict(type='CityScapesMetric', seg_prefix=data_root + 'gtFine/val',
-         outfile_prefix='./work_dirs/cityscapes_metric/instance', backend_args={{_base_.backend_args}})
+         outfile_prefix='./work_dirs/cityscapes_metric/instance', backend_args={{_base_.backend_args}}),
+    dict(type='mmfusion.BoundaryAPMetric', ann_file=data_root + 'annotations/instancesonly_filtered_gtFine_val.json',
+         backend_args={{_base_.backend_args}})
 ]
 test_evaluator = val_evaluator
 

@@ -47,7 +47,8 @@ val_evaluator = [
     dict(type='CocoMetric', ann_file=data_root + 'annotations/instancesonly_filtered_gtFine_val.json',
          metric=['segm']),
     dict(type='CityScapesMetric', seg_prefix=data_root + 'gtFine/val',
-         outfile_prefix='./work_dirs/demo_cityscapes_metric/instance')
+         outfile_prefix='./work_dirs/demo_cityscapes_metric/instance'),
+    dict(type='mmfusion.BoundaryAPMetric', ann_file=data_root + 'annotations/instancesonly_filtered_gtFine_val.json')
 ]
 test_evaluator = val_evaluator
 

@@ -3,6 +3,7 @@
 64 x 64 images: d = round(0.02 * 90.5) = 2, so a 20 x 20 square has a boundary ring of 400 - 16 * 16 = 144 px.
 """
 import json
+import os.path as osp
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -14,6 +15,7 @@ from mmengine.registry import DefaultScope
 
 from mmfusion.evaluation import BoundaryAPMetric, BoundaryCOCOeval
 
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))), 'configs')
 SIZE = 64
 # With two ground truths and two detections, the higher-scored one a match: when the other one matches too the AP at
 # that IoU threshold is 1; when it does not, precision is 1 up to recall 0.5 and 0.5 after it, and the 101-point
@@ -152,3 +154,12 @@ def test_missing_ann_file_is_refused(tmp_path):
 def test_non_positive_dilation_ratio_is_refused(ann_file):
     with pytest.raises(ValueError, match='dilation_ratio must be a finite number > 0'):
         BoundaryAPMetric(ann_file=ann_file, dilation_ratio=-1)
+
+
+@pytest.mark.parametrize('name', ['mask2former_d3s2_cityscapes.py', 'mask2former_d3s2_coco.py',
+                                  'demo/mask2former_d3s2_synthetic_demo.py'])
+def test_shipped_instance_configs_evaluate_boundary_ap_beside_coco_metric(name):
+    cfg = Config.fromfile(osp.join(CONFIGS, name))
+    metrics = {m['type']: m for m in cfg.val_evaluator}
+    assert metrics['mmfusion.BoundaryAPMetric']['ann_file'] == metrics['CocoMetric']['ann_file']
+    assert cfg.test_evaluator == cfg.val_evaluator

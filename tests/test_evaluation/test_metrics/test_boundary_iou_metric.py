@@ -4,6 +4,7 @@ All images are 32 x 32, so d = round(0.02 * 45.25) = 1: the boundary of a region
 label or to the image border.
 """
 import logging
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mmengine.registry import DefaultScope
 
 from mmfusion.evaluation import BoundaryIoUMetric
 
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))), 'configs')
 CLASSES = ('background', 'thing', 'absent')
 
 
@@ -151,3 +153,15 @@ def test_mismatched_prediction_size_is_refused():
     metric.dataset_meta = dict(classes=CLASSES)
     with pytest.raises(ValueError, match='same size, got \\(32, 32\\) and \\(16, 16\\); resize the prediction'):
         metric.process({}, [sample(label_map(8), label_map(8, size=16, top=2, side=4))])
+
+
+@pytest.mark.parametrize('name', ['mask2former_d3s2_cityscapes_semantic.py', 'mask2former_d3s2_ade20k.py'])
+def test_shipped_semantic_configs_evaluate_boundary_iou_beside_iou(name):
+    cfg = Config.fromfile(osp.join(CONFIGS, name))
+    assert [m['type'] for m in cfg.val_evaluator] == ['IoUMetric', 'mmfusion.BoundaryIoUMetric']
+    assert cfg.test_evaluator == cfg.val_evaluator
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        evaluator = Evaluator(cfg.val_evaluator)
+    evaluator.dataset_meta = dict(classes=CLASSES)
+    evaluator.process([sample(label_map(9), label_map(8))])
+    assert evaluator.evaluate(1)['mBIoU'] == pytest.approx(round(100 * (14 / 42 + 142 / 178) / 2, 2))
