@@ -9,7 +9,3 @@ optim_wrapper = {{_base_.fusion_optim_wrapper}}
 # mmseg's mIoU, and the boundary IoU (docs/boundary_metrics.md).
 val_evaluator = [{{_base_.val_evaluator}}, dict(type='mmfusion.BoundaryIoUMetric')]
 test_evaluator = val_evaluator
-
-# mmseg's mIoU, and the boundary IoU (docs/boundary_metrics.md).
-val_evaluator = [{{_base_.val_evaluator}}, dict(type='mmfusion.BoundaryIoUMetric')]
-test_evaluator = val_evaluator

@@ -15,11 +15,3 @@ val_evaluator = [
          backend_args={{_base_.backend_args}})
 ]
 test_evaluator = val_evaluator
-
-# mmdet's mask AP, and the boundary AP on the same annotations (docs/boundary_metrics.md).
-val_evaluator = [
-    {{_base_.val_evaluator}},
-    dict(type='mmfusion.BoundaryAPMetric', ann_file={{_base_.val_evaluator.ann_file}},
-         backend_args={{_base_.backend_args}})
-]
-test_evaluator = val_evaluator
