@@ -50,10 +50,11 @@ def load_image(path: str, size: Sequence[int] | None = None) -> Tensor:
         raise ProfileError(f'cannot read image {path} ({type(e).__name__}: {e}); remove or replace it') from None
 
 
-def dataset_image_paths(config: str, split: str = 'val', num: int | None = None) -> list[str]:
-    """Image paths of a dataset config's split (``{split}_dataloader.dataset``), in dataset order.
+def dataset_infos(config: str, split: str = 'val', num: int | None = None) -> list[dict]:
+    """Data infos of a dataset config's split (``{split}_dataloader.dataset``), in dataset order.
 
     The dataset is built without its pipeline (only the annotation index is read), in the config's default scope.
+    Every info has an ``img_path``.
 
     Args:
         config (str): a config with ``{split}_dataloader.dataset``.
@@ -80,14 +81,28 @@ def dataset_image_paths(config: str, split: str = 'val', num: int | None = None)
     count = len(dataset) if num is None else min(num, len(dataset))
     if count == 0:
         raise ProfileError(f'the {split} dataset of {config} is empty; check its data_root and ann_file')
-    paths = []
+    infos = []
     for i in range(count):
-        info = dataset.get_data_info(i)
+        info = dict(dataset.get_data_info(i))
         path = info.get('img_path') or info.get('filename')
         if path is None:
             raise ProfileError(f'the {split} dataset of {config} gives no img_path; use --images instead')
-        paths.append(path)
-    return paths
+        info['img_path'] = path
+        infos.append(info)
+    return infos
+
+
+def dataset_image_paths(config: str, split: str = 'val', num: int | None = None) -> list[str]:
+    """Image paths of a dataset config's split (``{split}_dataloader.dataset``), in dataset order.
+
+    The dataset is built without its pipeline (only the annotation index is read), in the config's default scope.
+
+    Args:
+        config (str): a config with ``{split}_dataloader.dataset``.
+        split (str): ``train``, ``val`` or ``test``. Defaults to ``'val'``.
+        num (int, optional): keep the first ``num``. Defaults to None (all).
+    """
+    return [info['img_path'] for info in dataset_infos(config, split, num)]
 
 
 def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
