@@ -29,7 +29,9 @@ def shrink_fusion_model(model_cfg, keep_checkpoints: bool = False) -> dict:
     bb = model_cfg['backbone']
     if bb['type'] == 'mmfusion.MasterAuxBackbone':
         shrink_encoder(bb['master'], keep_checkpoints)
-        shrink_encoder(bb['auxiliary'], keep_checkpoints)
+        auxiliaries = bb['auxiliary'] if isinstance(bb['auxiliary'], (list, tuple)) else [bb['auxiliary']]
+        for aux in auxiliaries:
+            shrink_encoder(aux, keep_checkpoints)
     else:
         shrink_encoder(bb, keep_checkpoints)
     cfg = {k: v for k, v in copy.deepcopy(dict(bb)).items() if k != '_delete_'}

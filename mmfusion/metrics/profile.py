@@ -186,6 +186,30 @@ def select_pair(profiles: Mapping[str, Mapping[int, Mapping[str, float]]]) -> di
     return dict(master=master, auxiliary=aux, inject_stride=injection_stride({s: v['EF'] for s, v in aux_prof.items()}))
 
 
+def auxiliary_plan(profiles: Mapping[str, Mapping[int, Mapping[str, float]]], master: str) -> dict[int, str]:
+    """Several auxiliaries (beyond the paper): per stride, the encoder whose EF most exceeds the master's there.
+
+    A stride where no other encoder beats the master's EF keeps the master's map and is left out.
+
+    Args:
+        profiles (Mapping): encoder name -> stride -> metrics (at least ``EF``).
+        master (str): the master encoder's name.
+
+    Returns:
+        dict[int, str]: stride -> auxiliary encoder, ordered by stride.
+    """
+    if master not in profiles:
+        raise ValueError(f'master {master!r} is not profiled (encoders: {sorted(profiles)}).')
+    plan = {}
+    for stride in sorted(profiles[master], key=int):
+        base = float(profiles[master][stride]['EF'])
+        gains = {n: float(p[stride]['EF']) - base for n, p in profiles.items() if n != master and stride in p}
+        best = max(gains, key=gains.get, default=None)
+        if best is not None and gains[best] > 0:
+            plan[int(stride)] = best
+    return plan
+
+
 def injection_stride(ef: Mapping[int, float]) -> int:
     """The injection stride s* = argmax_s EF_aux(s) (SPEC §4); a tie goes to the finer stride.
 

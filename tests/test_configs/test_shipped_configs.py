@@ -83,7 +83,10 @@ def test_config_builds_without_reading_pretrained_files(path):
     assert cfg.default_scope in ('mmdet', 'mmseg')
     assert {'mmfusion.models', 'mmfusion.engine'} <= set(cfg.custom_imports.imports)
     bb = cfg.model.backbone
-    encoders = [bb.master, bb.auxiliary] if bb.type == 'mmfusion.MasterAuxBackbone' else [bb]
+    if bb.type == 'mmfusion.MasterAuxBackbone':
+        encoders = [bb.master, *(bb.auxiliary if isinstance(bb.auxiliary, list) else [bb.auxiliary])]
+    else:
+        encoders = [bb]
     # Weights default to files under checkpoints/ (documented in the README), absent here: building must not read
     # them; init_weights (what the Runner calls before training) stops with the not-found message.
     assert all(e.checkpoint.startswith('checkpoints/') and not osp.exists(osp.join(ROOT, e.checkpoint))

@@ -182,3 +182,14 @@ def test_prepared_features_warn_once_about_non_finite_values():
         out = metrics_per_image(feat, images(2))
     assert len(record) == 1
     assert all(out[k][1].item() == 0.0 for k in out) and out['SCS'][0].item() > 0
+
+
+def test_auxiliary_plan_takes_per_stride_the_largest_ef_gain_over_the_master():
+    from mmfusion.metrics import auxiliary_plan
+    profiles = {
+        'master': {4: dict(EF=1.0), 8: dict(EF=2.0), 16: dict(EF=3.0), 32: dict(EF=9.0)},
+        'a': {4: dict(EF=1.5), 8: dict(EF=5.0), 16: dict(EF=4.0), 32: dict(EF=2.0)},
+        'b': {4: dict(EF=3.0), 8: dict(EF=4.0), 16: dict(EF=8.0), 32: dict(EF=8.5)},
+    }
+    # OS32: nobody beats the master's 9.0, so it keeps its own map.
+    assert auxiliary_plan(profiles, 'master') == {4: 'b', 8: 'a', 16: 'b'}

@@ -7,6 +7,7 @@ aligned auxiliary maps in place of the master's, learning where from this backbo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -167,17 +168,23 @@ class MasterAuxBackbone(BaseModule):
     ``torch.no_grad()``; it must inject its own pretrained features, so an auxiliary with new, randomly initialised
     layers (e.g. a projecting pyramid) is refused.
 
+    Beyond the paper, ``auxiliary`` may be a list of encoder configs, each injected at its own stride(s):
+    ``auxiliary=[sam2, other], inject_stride=[16, 8]`` (one int or list per auxiliary, strides distinct). The same
+    rules hold for each: it returns (and runs up to) only its strides, ``freeze_auxiliary`` applies to all, and the
+    master skips every injected level. ``tools/analysis/profile_vfm.py`` proposes such a plan from a profile.
+
     Paper: `Metric-Guided Feature Fusion of Visual Foundation Models for Segmentation Tasks
     <https://arxiv.org/abs/2605.16864>`_.
 
     Args:
         master (:obj:`ConfigDict` or dict): Master backbone config, e.g. ``dict(type='mmfusion.DINOv3ViT', ...)``.
             Its ``out_strides`` are the fused pyramid's strides.
-        auxiliary (:obj:`ConfigDict` or dict): Auxiliary backbone config, e.g. ``dict(type='mmfusion.SAM2Hiera',
-            ...)``; it must accept ``out_strides`` (set here to the injected strides).
+        auxiliary (:obj:`ConfigDict` or dict or list): Auxiliary backbone config, e.g.
+            ``dict(type='mmfusion.SAM2Hiera', ...)``, or a list of them; each must accept ``out_strides`` (set here to
+            its injected strides).
         inject_stride (int | Sequence[int] | str): Stride(s) where the auxiliary replaces the master. An int is the
             paper's setting; a list injects at several strides (beyond the paper); ``'auto'`` reads s* from
-            ``profile``. Default: 16.
+            ``profile``. With several auxiliaries, a list with one int or list per auxiliary. Default: 16.
         profile (str, optional): Profile JSON of ``tools/analysis/profile_vfm.py``, read (at build time) only when
             ``inject_stride='auto'``. Default: None.
         freeze_master (bool): Freeze the master's pretrained weights (its new layers, e.g. a pyramid's projections,
@@ -205,7 +212,7 @@ class MasterAuxBackbone(BaseModule):
 
     def __init__(self,
                  master: ConfigType,
-                 auxiliary: ConfigType,
+                 auxiliary: Union[ConfigType, Sequence[ConfigType]],
                  inject_stride: InjectStride = 16,
                  profile: Optional[str] = None,
                  freeze_master: bool = False,
@@ -214,79 +221,115 @@ class MasterAuxBackbone(BaseModule):
                  align_norm_cfg: OptConfigType = _GN32,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.inject_strides = self._resolve_inject(inject_stride, profile)
+        several = isinstance(auxiliary, (list, tuple))
+        aux_cfgs = [_as_config(a, f'auxiliary[{i}]') for i, a in enumerate(auxiliary)] if several \
+            else [_as_config(auxiliary, 'auxiliary')]
+        if not aux_cfgs:
+            raise ValueError('auxiliary is an empty list; give one auxiliary config or several')
+        # One tuple of strides per auxiliary: inject_stride is a list with one entry (an int or a list) per auxiliary
+        # when there are several, else an int, a list or 'auto'.
+        self.aux_groups = self._resolve_groups(inject_stride, profile, len(aux_cfgs) if several else None)
+        self.inject_strides = tuple(sorted(s for group in self.aux_groups for s in group))
         if align not in _ALIGN_MODES:
             raise ValueError(f'align={align!r} is not one of {_ALIGN_MODES}')
         self.align = align
         self.freeze_master = bool(freeze_master)
         self.freeze_auxiliary = bool(freeze_auxiliary)
 
-        master_cfg, aux_cfg = _as_config(master, 'master'), _as_config(auxiliary, 'auxiliary')
-        master_cls, aux_cls = _encoder_class(master_cfg, 'master'), _encoder_class(aux_cfg, 'auxiliary')
-        if not _accepts(aux_cls, 'out_strides'):
-            raise TypeError(f'the auxiliary {aux_cls.__name__} takes no out_strides argument; the fused backbone '
-                            'must tell it which strides to return')
-        _set_owned(aux_cfg, 'out_strides', self.inject_strides, 'inject_stride', 'auxiliary')
-        if _accepts(master_cls, 'skip_strides'):
+        master_cfg = _as_config(master, 'master')
+        master_cls = _encoder_class(master_cfg, 'master')
+        self._master_skips = _accepts(master_cls, 'skip_strides')
+        if self._master_skips:
             _set_owned(master_cfg, 'skip_strides', self.inject_strides, 'inject_stride', 'master')
-        for cfg, cls, frozen in ((master_cfg, master_cls, self.freeze_master),
-                                 (aux_cfg, aux_cls, self.freeze_auxiliary)):
-            if _accepts(cls, 'frozen'):
-                cfg['frozen'] = frozen  # the fused backbone's switch wins over the encoder's own default
-
+        if _accepts(master_cls, 'frozen'):
+            master_cfg['frozen'] = self.freeze_master  # the fused backbone's switch wins over the encoder's own
         self.master = MODELS.build(master_cfg)
-        self.auxiliary = MODELS.build(aux_cfg)
         self.strides = _attr_tuple(self.master, 'out_strides', 'master')
         self.out_channels = _attr_tuple(self.master, 'out_channels', 'master')
-        aux_strides = _attr_tuple(self.auxiliary, 'out_strides', 'auxiliary')
-        aux_channels = _attr_tuple(self.auxiliary, 'out_channels', 'auxiliary')
-        if aux_strides != self.inject_strides:
-            raise ValueError(f'the auxiliary {type(self.auxiliary).__name__} was asked for out_strides='
-                             f'{self.inject_strides} but provides {aux_strides}')
         missing = [s for s in self.inject_strides if s not in self.strides]
         if missing:
             raise ValueError(f'inject_stride {missing} is not a stride of the master (out_strides={self.strides}); '
                              'inject at one of them')
-        self.aux_channels = aux_channels
-        self._master_skips = _accepts(master_cls, 'skip_strides')
 
-        for module, frozen in ((self.master, self.freeze_master), (self.auxiliary, self.freeze_auxiliary)):
-            if frozen and not isinstance(module, VFMBackbone):
-                module.requires_grad_(False)  # an encoder without the VFM contract: all its weights are pretrained
-        if self.freeze_auxiliary and isinstance(self.auxiliary, VFMBackbone):
-            new = [n for n, _ in self.auxiliary.new_parameters()]
-            if new:
-                raise ValueError(f'the frozen auxiliary {type(self.auxiliary).__name__} has new, randomly initialised '
-                                 f'layers ({", ".join(new[:3])}{", ..." if len(new) > 3 else ""}) that would inject a '
-                                 'random projection; give it a parameter-free output (DINOv3: '
-                                 "pyramid=dict(type='paper', project=False)), or freeze_auxiliary=False")
+        auxiliaries = [self._build_auxiliary(cfg, group, f'auxiliary[{i}]' if several else 'auxiliary')
+                       for i, (cfg, group) in enumerate(zip(aux_cfgs, self.aux_groups))]
+        self.auxiliary = nn.ModuleList(auxiliaries) if several else auxiliaries[0]
+        channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
+        self.aux_channels = tuple(channels[s] for s in self.inject_strides)
+        if self.freeze_master and not isinstance(self.master, VFMBackbone):
+            self.master.requires_grad_(False)  # an encoder without the VFM contract: all its weights are pretrained
 
         if align == 'conv':
             self.align_convs = nn.ModuleDict()
-            for s, c_in in zip(self.inject_strides, aux_channels):
+            for s, c_in in zip(self.inject_strides, self.aux_channels):
                 c_out = self.out_channels[self.strides.index(s)]
                 norm = _build_norm(align_norm_cfg, c_out)
                 conv = nn.Conv2d(c_in, c_out, kernel_size=1, bias=norm is None)
                 self.align_convs[str(s)] = nn.Sequential(conv, norm) if norm is not None else nn.Sequential(conv)
         self.train(self.training)
 
+    def _build_auxiliary(self, cfg: dict, strides: Tuple[int, ...], name: str) -> nn.Module:
+        cls = _encoder_class(cfg, name)
+        if not _accepts(cls, 'out_strides'):
+            raise TypeError(f'the {name} {cls.__name__} takes no out_strides argument; the fused backbone must tell '
+                            'it which strides to return')
+        _set_owned(cfg, 'out_strides', strides, 'inject_stride', name)
+        if _accepts(cls, 'frozen'):
+            cfg['frozen'] = self.freeze_auxiliary  # the fused backbone's switch wins over the encoder's own default
+        aux = MODELS.build(cfg)
+        provided = _attr_tuple(aux, 'out_strides', name)
+        _attr_tuple(aux, 'out_channels', name)
+        if provided != strides:
+            raise ValueError(f'the {name} {type(aux).__name__} was asked for out_strides={strides} but provides '
+                             f'{provided}')
+        if not self.freeze_auxiliary:
+            return aux
+        if not isinstance(aux, VFMBackbone):
+            aux.requires_grad_(False)  # an encoder without the VFM contract: all its weights are pretrained
+            return aux
+        new = [n for n, _ in aux.new_parameters()]
+        if new:
+            raise ValueError(f'the frozen {name} {type(aux).__name__} has new, randomly initialised layers '
+                             f'({", ".join(new[:3])}{", ..." if len(new) > 3 else ""}) that would inject a random '
+                             "projection; give it a parameter-free output (DINOv3: pyramid=dict(type='paper', "
+                             'project=False)), or freeze_auxiliary=False')
+        return aux
+
+    @property
+    def auxiliaries(self) -> Tuple[nn.Module, ...]:
+        """The auxiliary encoders, one per entry of :attr:`aux_groups`."""
+        return tuple(self.auxiliary) if isinstance(self.auxiliary, nn.ModuleList) else (self.auxiliary, )
+
     @staticmethod
-    def _resolve_inject(inject_stride: InjectStride, profile: Optional[str]) -> Tuple[int, ...]:
+    def _resolve_groups(inject_stride: InjectStride, profile: Optional[str],
+                        num_aux: Optional[int]) -> Tuple[Tuple[int, ...], ...]:
         if isinstance(inject_stride, str):
             if inject_stride != 'auto':
                 raise ValueError(f"inject_stride={inject_stride!r}: use an int, a list of ints or 'auto'")
+            if num_aux is not None:
+                raise ValueError("inject_stride='auto' reads one auxiliary's s* from a profile; with several "
+                                 'auxiliaries give one stride (or list) per auxiliary, e.g. inject_stride=[16, 8]')
             if profile is None:
                 raise ValueError("inject_stride='auto' needs profile=PATH to a JSON written by "
                                  'tools/analysis/profile_vfm.py')
-            strides = inject_strides_from_profile(profile)
+            groups = (inject_strides_from_profile(profile), )
         else:
             if profile is not None:
                 raise ValueError(f"profile={profile!r} is only read with inject_stride='auto'; drop it or set "
                                  "inject_stride='auto'")
-            strides = _int_tuple(inject_stride, 'inject_stride')
-        if not strides or len(set(strides)) != len(strides) or any(s <= 0 for s in strides):
-            raise ValueError(f'inject_stride must name distinct positive strides, got {strides}')
-        return tuple(sorted(strides))
+            if num_aux is None:
+                groups = (_int_tuple(inject_stride, 'inject_stride'), )
+            else:
+                if isinstance(inject_stride, int) or len(inject_stride) != num_aux:
+                    raise ValueError(f'inject_stride={inject_stride!r} must give one stride (or list of strides) per '
+                                     f'auxiliary: {num_aux} entries, e.g. [16, 8]')
+                groups = tuple(_int_tuple(g, f'inject_stride[{i}]') for i, g in enumerate(inject_stride))
+        groups = tuple(tuple(sorted(g)) for g in groups)
+        flat = [s for g in groups for s in g]
+        if not all(groups) or len(set(flat)) != len(flat) or any(s <= 0 for s in flat):
+            raise ValueError(f'inject_stride must name distinct positive strides (one auxiliary per stride), got '
+                             f'{inject_stride!r}')
+        return groups
 
     def train(self, mode: bool = True) -> MasterAuxBackbone:
         """Set the train mode; a frozen auxiliary stays in eval mode (dropout, norm statistics)."""
@@ -311,12 +354,12 @@ class MasterAuxBackbone(BaseModule):
             raise ValueError(f'the master returned {len(master)} maps for out_strides={self.strides}')
         if not self._master_skips:
             master = tuple(None if s in self.inject_strides else m for s, m in zip(self.strides, master))
-        if self.freeze_auxiliary:
-            # no_grad: a frozen encoder must not keep activations for a backward pass that never reaches it.
-            with torch.no_grad():
-                aux = tuple(self.auxiliary(x))
-        else:
-            aux = tuple(self.auxiliary(x))
+        by_stride = {}
+        # no_grad: a frozen encoder must not keep activations for a backward pass that never reaches it.
+        with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
+            for encoder, group in zip(self.auxiliaries, self.aux_groups):
+                by_stride.update(zip(group, encoder(x)))
+        aux = tuple(by_stride[s] for s in self.inject_strides)
         size = x.shape[-2:]
         injected = []
         for s, a in zip(self.inject_strides, aux):

@@ -209,3 +209,56 @@ def test_building_reads_no_checkpoint(tmp_path):
     assert backbone.master.checkpoint == missing
     with pytest.raises(FileNotFoundError, match='absent.pth'):
         backbone.init_weights()
+
+
+# --- several auxiliaries (beyond the paper) ----------------------------------------------------------------------
+
+def test_two_auxiliaries_each_at_its_own_stride():
+    aux2 = dict(type='StubPyramid', channels=(5, 10, 20, 40))
+    model = torch.nn.Sequential(MasterAuxBackbone(MASTER, [AUX, aux2], inject_stride=[16, 8]), MetricGuidedNeck())
+    backbone = model[0]
+    assert backbone.aux_groups == ((16, ), (8, )) and backbone.inject_strides == (8, 16)
+    assert backbone.auxiliary[0].out_strides == (16, ) and backbone.auxiliary[1].out_strides == (8, )
+    assert backbone.aux_channels == (10, 12)
+    x = torch.rand(1, 3, 64, 64)
+    outs = model.eval()(x)
+    assert backbone.auxiliary[1].stages_run == 1  # the OS8 auxiliary stops after OS8
+    assert torch.equal(outs[1], mean_pad_channels(backbone.auxiliary[1](x)[0], 8))
+    assert torch.equal(outs[2], mean_pad_channels(backbone.auxiliary[0](x)[0], 16))
+    assert torch.equal(outs[0], backbone.master(x)[0])
+
+
+def test_several_auxiliaries_are_all_frozen_or_all_trained():
+    aux2 = dict(type='StubPyramid', channels=(5, 10, 20, 40))
+    frozen = MasterAuxBackbone(MASTER, [AUX, aux2], inject_stride=[16, 8])
+    assert not any(p.requires_grad for p in frozen.auxiliary.parameters())
+    trained = MasterAuxBackbone(MASTER, [AUX, aux2], inject_stride=[16, 8], freeze_auxiliary=False)
+    trained.train()
+    sum(o.sum() for o in MetricGuidedNeck()(trained(torch.rand(2, 3, 64, 64)))).backward()
+    assert all(a.stem[0].weight.grad.abs().sum() > 0 for a in trained.auxiliary)
+
+
+def test_several_auxiliaries_need_one_stride_entry_each_and_distinct_strides():
+    with pytest.raises(ValueError, match='one stride'):
+        MasterAuxBackbone(MASTER, [AUX, AUX], inject_stride=16)
+    with pytest.raises(ValueError, match='distinct'):
+        MasterAuxBackbone(MASTER, [AUX, AUX], inject_stride=[16, [8, 16]])
+
+
+def test_fused_mask2former_loss_with_two_real_auxiliaries():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from tests._fusion_cfg import shrink_fusion_model
+    from tests._m2f import det_inputs
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile('configs/ablations/mask2former_d3s2_multiaux_cityscapes.py')
+    shrink_fusion_model(cfg.model)
+    model = DET_MODELS.build(cfg.model)
+    model.data_preprocessor.batch_augments = None
+    losses = model(**model.data_preprocessor(det_inputs(2, (64, 128), num_classes=8), True), mode='loss')
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert model.backbone.inject_strides == (8, 16)
+    assert all(p.grad is None for p in model.backbone.auxiliary.parameters())
+    assert model.backbone.master.pyramid.convs[0].weight.grad.abs().sum() > 0
