@@ -18,9 +18,9 @@ from ._utils import (
     zscore,
 )
 from .cluster import (
-    pca_axes,
     compact,
     kmeans_multi,
+    pca_axes,
     pca_project,
     silhouette,
     stratified_keep,
