@@ -2,8 +2,9 @@
 
 Components are found from attributes every mmfusion model has, whatever its scope:
 
-- ``backbone.master`` and ``backbone.auxiliary`` of a fused (:class:`~mmfusion.models.MasterAuxBackbone`) model, or
-  ``backbone`` alone;
+- ``backbone.master`` and ``backbone.auxiliary`` of a fused (:class:`~mmfusion.models.MasterAuxBackbone`) model
+  (the auxiliary runs only up to the injection stride), and what the fused backbone computes itself (the channel
+  alignment of the injected maps: parameter-free ``mean_pad`` or learned ``conv``); or ``backbone`` alone;
 - ``neck``, if any;
 - the Mask2Former head, ``panoptic_head`` (mmdet ``Mask2Former``) or ``decode_head`` (mmseg ``EncoderDecoder``), split
   into its ``pixel_decoder``, its ``transformer_decoder`` and the rest of the head (query embeddings, level
@@ -36,18 +37,21 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
 
+from mmfusion.utils.errors import UserError
+
 # Component keys, in display order, with their labels.
 COMPONENT_LABELS = {
     'master': 'master encoder',
     'encoder': 'encoder',
     'auxiliary': 'auxiliary encoder',
+    'fusion': 'fusion (align)',
     'neck': 'neck',
     'pixel_decoder': 'pixel decoder',
     'transformer_decoder': 'transformer decoder',
     'head_other': 'head (other)',
     'other': 'other',
 }
-FLOP_UNIT = '1 FLOP = 1 multiply-add (fvcore / MMEngine / detectron2 convention)'
+FLOP_UNIT = 'multiply-adds (the fvcore / MMEngine / detectron2 convention)'
 # Operations that move or allocate data and compute nothing worth naming among the uncounted ones.
 _DATA_OPS = frozenset({
     'alias', 'arange', 'as_strided', 'cat', 'clone', 'constant_pad_nd', 'contiguous', 'copy', 'copy_', 'detach',
@@ -60,8 +64,8 @@ _DATA_OPS = frozenset({
 })
 
 
-class ComplexityError(ValueError):
-    """The model or the request cannot be analysed; the message says what to fix."""
+class ComplexityError(UserError):
+    """The model or the request cannot be analysed; the message says what to fix (tools print it as one line)."""
 
 
 @dataclass
@@ -99,6 +103,7 @@ class ModelCost:
         components (list[ComponentCost]): Per component, in display order.
         input_shape (tuple[int, int]): (H, W) of the dummy input the FLOPs were counted on.
         uncounted_ops (dict[str, int]): Computing operations seen without a FLOP formula -> number of calls.
+        elementwise (list[str]): The elementwise ones among ``uncounted_ops``.
         notes (list[str]): Facts about the count worth printing with it.
         name (str): What was analysed, e.g. the config path.
     """
@@ -106,6 +111,7 @@ class ModelCost:
     components: List[ComponentCost]
     input_shape: Tuple[int, int] = (0, 0)
     uncounted_ops: Dict[str, int] = field(default_factory=dict)
+    elementwise: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     name: str = ''
 
@@ -128,7 +134,8 @@ class ModelCost:
             return dict(asdict(c), name=c.name, frozen=c.frozen)
         return dict(name=self.name, input_shape=list(self.input_shape), flop_unit=FLOP_UNIT,
                     components=[row(c) for c in self.components], total=row(self.total()),
-                    uncounted_ops=dict(self.uncounted_ops), notes=list(self.notes))
+                    uncounted_ops=dict(self.uncounted_ops), elementwise=list(self.elementwise),
+                    notes=list(self.notes))
 
 
 # --- components ------------------------------------------------------------------------------------------------
@@ -158,8 +165,9 @@ def find_components(model: nn.Module) -> Dict[str, nn.Module]:
         model (nn.Module): An mmdet ``Mask2Former`` or an mmseg ``EncoderDecoder`` with a ``Mask2FormerHead``.
 
     Returns:
-        dict[str, nn.Module]: ``master``/``auxiliary`` (fused) or ``encoder``, ``neck`` if any, ``pixel_decoder``,
-        ``transformer_decoder`` and ``head_other`` (the head itself; its two decoders are more specific).
+        dict[str, nn.Module]: ``master``, ``auxiliary`` and ``fusion`` (the fused backbone itself; its encoders are
+        more specific) or ``encoder``; ``neck`` if any; ``pixel_decoder``, ``transformer_decoder`` and
+        ``head_other`` (the head itself; its two decoders are more specific).
 
     Raises:
         ComplexityError: Not a Mask2Former model, or no backbone.
@@ -172,7 +180,8 @@ def find_components(model: nn.Module) -> Dict[str, nn.Module]:
     master, auxiliary = getattr(backbone, 'master', None), getattr(backbone, 'auxiliary', None)
     if isinstance(master, nn.Module) and isinstance(auxiliary, nn.Module):
         comps['master'] = master
-        comps['auxiliary'] = auxiliary
+        comps['auxiliary'] = auxiliary  # several auxiliaries: one nn.ModuleList
+        comps['fusion'] = backbone
     else:
         comps['encoder'] = backbone
     neck = getattr(model, 'neck', None)
@@ -265,6 +274,7 @@ class _UncountedOps(TorchDispatchMode):
         super().__init__()
         self.registry = registry
         self.seen: Counter = Counter()
+        self.elementwise: set = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func._overloadpacket
@@ -272,6 +282,8 @@ class _UncountedOps(TorchDispatchMode):
             name = packet.__name__
             if name.rstrip('_') not in _DATA_OPS and name not in _DATA_OPS and not name.startswith(('sym_', 'is_')):
                 self.seen[name] += 1
+                if torch.Tag.pointwise in func.tags:
+                    self.elementwise.add(name)
         return func(*args, **(kwargs or {}))
 
 
@@ -283,11 +295,13 @@ class FlopCount:
         flops (dict[str, int]): Per component key (``'other'`` for operations outside every component).
         analytic (dict[str, int]): Per component key, the part counted analytically.
         uncounted_ops (dict[str, int]): Computing operations without a formula -> calls.
+        elementwise (list[str]): The elementwise ones among ``uncounted_ops``.
     """
 
     flops: Dict[str, int]
     analytic: Dict[str, int]
     uncounted_ops: Dict[str, int]
+    elementwise: List[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -357,7 +371,7 @@ def count_flops(model: nn.Module, forward: Callable[[], object],
             h.remove()
     # torch counts 2 FLOPs per multiply-add; every formula it applies here (mm, bmm, conv, attention) is 2 x MACs.
     return FlopCount(flops={k: v // 2 for k, v in flops.items()}, analytic={k: v // 2 for k, v in analytic.items()},
-                     uncounted_ops=dict(recorder.seen.most_common()))
+                     uncounted_ops=dict(recorder.seen.most_common()), elementwise=sorted(recorder.elementwise))
 
 
 # --- Mask2Former models ----------------------------------------------------------------------------------------
@@ -420,7 +434,7 @@ def check_shape(shape: Sequence[int]) -> Tuple[int, int]:
     return shape
 
 
-def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '') -> ModelCost:
+def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '', shape_source: str = '') -> ModelCost:
     """Parameters and FLOPs of a Mask2Former model, per component, for one image of ``shape``.
 
     The model runs in eval mode under ``torch.no_grad()`` on one random normalised image (batch 1, padded to the
@@ -432,9 +446,11 @@ def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '') -> 
         model (nn.Module): A built mmdet ``Mask2Former`` or mmseg ``EncoderDecoder`` with a Mask2Former head.
         shape (Sequence[int]): (H, W) of the image.
         name (str): Label of the result (e.g. the config path). Default: ''.
+        shape_source (str): Where ``shape`` comes from, for the notes (e.g. ``'--shape'``). Default: ''.
 
     Returns:
-        ModelCost: Per component and in total.
+        ModelCost: Per component and in total. ``fusion`` and ``other`` are left out when they hold no parameter
+        and no FLOP.
 
     Raises:
         ComplexityError: Not a Mask2Former model, or a bad shape.
@@ -461,19 +477,30 @@ def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '') -> 
     comps = []
     for key in (*components, 'other'):
         total, trainable = params[key]
-        if key == 'other' and not (total or flops.flops[key]):
+        if key in ('fusion', 'other') and not (total or flops.flops[key]):
             continue
         comps.append(ComponentCost(key, total, trainable, flops.flops[key], flops.analytic[key]))
-    notes = [f'input 1x3x{size[0]}x{size[1]}' + (f' (padded from {shape[0]}x{shape[1]})' if size != shape else '')]
-    aux = components.get('auxiliary')
-    if aux is not None and getattr(aux, 'out_strides', None) is not None:
-        notes.append(f'auxiliary encoder runs up to stride {max(aux.out_strides)} (out_strides '
-                     f'{tuple(aux.out_strides)})')
+    return ModelCost(comps, shape, flops.uncounted_ops, flops.elementwise,
+                     _notes(model, shape, size, shape_source, flops), name)
+
+
+def _notes(model: nn.Module, shape, size, shape_source: str, flops: FlopCount) -> List[str]:
+    padded = f', padded from {shape[0]}x{shape[1]}' if tuple(size) != tuple(shape) else ''
+    source = f', size from {shape_source}' if shape_source else ''
+    notes = [f'input 1x3x{size[0]}x{size[1]}{padded}{source}']
+    backbone = getattr(model, 'backbone', None)
+    inject = getattr(backbone, 'inject_strides', None)
+    auxiliaries = getattr(backbone, 'auxiliaries', None) or [getattr(backbone, 'auxiliary', None)]
+    aux_strides = [tuple(a.out_strides) for a in auxiliaries if getattr(a, 'out_strides', None) is not None]
+    if aux_strides:
+        upto = ', '.join(str(max(s)) for s in aux_strides)
+        notes.append(f'auxiliary encoder computed up to stride {upto}' +
+                     (f', injected at stride {", ".join(map(str, inject))}' if inject else ''))
     analytic = sum(flops.analytic.values())
     if analytic:
         notes.append(f'deformable-attention sampling counted analytically: {analytic / 1e9:.2f} GFLOPs '
-                     '(5 multiply-adds per sampled value and channel)')
-    return ModelCost(comps, shape, flops.uncounted_ops, notes, name)
+                     '(5 multiply-adds per sampled value and channel: bilinear interpolation + weighted sum)')
+    return notes
 
 
 # --- formatting ------------------------------------------------------------------------------------------------
@@ -493,23 +520,29 @@ def _ratio(a: float, b: float) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    fmt = ['{:<%d}' % widths[0]] + ['{:>%d}' % w for w in widths[1:]]
-    lines = ['  '.join(f.format(c) for f, c in zip(fmt, header))]
-    lines.append('  '.join('-' * w for w in widths))
-    for r in rows:
-        lines.append('  '.join(f.format(c) for f, c in zip(fmt, r)))
-    return '\n'.join(lines)
+
+    def line(cells):
+        return '  '.join(f'{c:<{w}}' if i == 0 else f'{c:>{w}}' for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return '\n'.join([line(header), '  '.join('-' * w for w in widths), *map(line, rows)])
 
 
-def uncounted_note(cost: ModelCost, limit: int = 12) -> str:
-    """One line naming the operations without a FLOP formula (most frequent first)."""
+def uncounted_note(cost: ModelCost, limit: int = 10) -> str:
+    """One line naming the operations without a FLOP formula: the others by calls, then the elementwise ones."""
     if not cost.uncounted_ops:
         return 'Not counted: nothing (every computing operation had a formula).'
-    items = list(cost.uncounted_ops.items())
-    shown = ', '.join(f'{k} x{v}' for k, v in items[:limit])
-    more = f', and {len(items) - limit} more' if len(items) > limit else ''
-    return (f'Not counted (no FLOP formula; elementwise, normalisation, softmax and resampling are free by '
-            f'convention): {shown}{more}.')
+    elementwise = set(cost.elementwise)
+    others = [(k, v) for k, v in cost.uncounted_ops.items() if k not in elementwise]
+    parts = [f'{k} x{v}' + (' (deformable sampling, counted analytically)' if k == 'grid_sampler_2d' else '')
+             for k, v in others[:limit]]
+    if len(others) > limit:
+        parts.append(f'{len(others) - limit} more')
+    if elementwise:
+        calls = sum(cost.uncounted_ops[k] for k in elementwise)
+        names = sorted(elementwise, key=lambda k: -cost.uncounted_ops[k])
+        parts.append(f'elementwise x{calls} ({", ".join(names[:6])}{", ..." if len(names) > 6 else ""})')
+    return ('Not counted (no FLOP formula; normalisation, softmax, resampling and elementwise operations are free by '
+            f'convention): {"; ".join(parts)}.')
 
 
 def format_cost(cost: ModelCost) -> str:
@@ -522,7 +555,7 @@ def format_cost(cost: ModelCost) -> str:
     title = f'{cost.name}  input {cost.input_shape[0]}x{cost.input_shape[1]}' if cost.name else (
         f'input {cost.input_shape[0]}x{cost.input_shape[1]}')
     lines = [title, _table(['component', 'params(M)', 'trainable(M)', 'frozen(M)', 'GFLOPs', '% FLOPs'], rows)]
-    lines.append(f'GFLOPs: 1e9 multiply-adds ({FLOP_UNIT}).')
+    lines.append(f'params in millions; GFLOPs in 1e9 {FLOP_UNIT}.')
     lines += [f'Note: {n}.' for n in cost.notes]
     lines.append(uncounted_note(cost))
     return '\n'.join(lines)
@@ -574,7 +607,7 @@ def format_comparison(a: ModelCost, b: ModelCost) -> str:
     lines = [f'A: {a.name}  input {a.input_shape[0]}x{a.input_shape[1]}',
              f'B: {b.name}  input {b.input_shape[0]}x{b.input_shape[1]}',
              _table(header, rows),
-             f'params/train in M; GFLOPs: 1e9 multiply-adds ({FLOP_UNIT}).']
+             f'params and trainable params in millions; GFLOPs in 1e9 {FLOP_UNIT}.']
     for tag, cost in (('A', a), ('B', b)):
         lines += [f'Note ({tag}): {n}.' for n in cost.notes]
         lines.append(f'({tag}) {uncounted_note(cost)}')

@@ -9,9 +9,20 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
-from mmfusion.apis.complexity import (ComplexityError, ComponentCost, ModelCost, check_shape, compare,
-                                      config_input_shape, count_flops, count_parameters, find_components,
-                                      format_comparison, format_cost, model_complexity)
+from mmfusion.apis.complexity import (
+    ComplexityError,
+    ComponentCost,
+    ModelCost,
+    check_shape,
+    compare,
+    config_input_shape,
+    count_flops,
+    count_parameters,
+    find_components,
+    format_comparison,
+    format_cost,
+    model_complexity,
+)
 from tests._fusion_cfg import shrink_fusion_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -19,10 +30,11 @@ FLAGSHIP = osp.join(ROOT, 'configs', 'mask2former_d3s2_cityscapes.py')
 SEMANTIC = osp.join(ROOT, 'configs', 'mask2former_d3s2_cityscapes_semantic.py')
 
 
-def _build(path):
+def _build(path, **backbone):
     from mmengine.registry import MODELS, DefaultScope
     cfg = Config.fromfile(path)
     shrink_fusion_model(cfg.model)
+    cfg.model.backbone.update(backbone)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         return MODELS.build(cfg.model)
 
@@ -130,8 +142,9 @@ def _params_by_prefix(model, prefix, exclude=()):
 
 def test_fused_components_are_found(tiny_det):
     comps = find_components(tiny_det)
-    assert list(comps) == ['master', 'auxiliary', 'neck', 'pixel_decoder', 'transformer_decoder', 'head_other']
-    assert comps['auxiliary'] is tiny_det.backbone.auxiliary
+    assert list(comps) == ['master', 'auxiliary', 'fusion', 'neck', 'pixel_decoder', 'transformer_decoder',
+                           'head_other']
+    assert comps['auxiliary'] is tiny_det.backbone.auxiliary and comps['fusion'] is tiny_det.backbone
     assert comps['transformer_decoder'] is tiny_det.panoptic_head.transformer_decoder
 
 
@@ -141,6 +154,7 @@ def test_parameters_per_component_equal_named_parameter_sums(tiny_det):
     expected = {
         'master': _params_by_prefix(tiny_det, 'backbone.master.'),
         'auxiliary': _params_by_prefix(tiny_det, 'backbone.auxiliary.'),
+        'fusion': _params_by_prefix(tiny_det, 'backbone.', ('backbone.master.', 'backbone.auxiliary.')),
         'neck': _params_by_prefix(tiny_det, 'neck.'),
         'pixel_decoder': _params_by_prefix(tiny_det, head + 'pixel_decoder.'),
         'transformer_decoder': _params_by_prefix(tiny_det, head + 'transformer_decoder.'),
@@ -193,6 +207,16 @@ def test_auxiliary_flops_equal_a_separate_count_of_the_auxiliary(tiny_det):
     with torch.no_grad():
         alone = count_flops(aux, lambda: aux(x)).total
     assert cost.get('auxiliary').flops == alone
+
+
+def test_learned_alignment_is_the_fusion_component():
+    model = _build(FLAGSHIP, align='conv')
+    cost = model_complexity(model, (64, 96))
+    aux_channels = model.backbone.aux_channels[0]
+    master_channels = model.backbone.out_channels[model.backbone.strides.index(16)]
+    # one 1x1 conv from the auxiliary's to the master's channels (+ GroupNorm, free) on the (64/16) x (96/16) grid
+    assert cost.get('fusion').flops == 4 * 6 * aux_channels * master_channels
+    assert cost.get('fusion').params == sum(p.numel() for p in model.backbone.align_convs.parameters())
 
 
 def test_mmseg_model_is_measured(tiny_seg):
