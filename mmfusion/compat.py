@@ -17,13 +17,25 @@ mmengine 0.10.7 also cannot start a distributed run with a CPU-only torch (``tor
 e.g. a 2-process gloo smoke test): ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally, and the
 Runner wraps CPU models in DDP with ``device_ids=[local_rank]``, which DDP rejects for CPU modules. Without CUDA we
 skip ``set_device``, use gloo (nccl needs CUDA; a warning says so) and pass ``device_ids=None``.
+
+A run killed while writing a checkpoint must not leave a file that ``--resume`` picks: mmengine writes checkpoints
+in place (``LocalBackend.put`` opens the final path and writes), so a kill mid-write leaves a truncated
+``iter_N.pth``, and auto-resume follows ``last_checkpoint`` blindly. Local writes go to a temporary file in the same
+folder, are flushed to disk and renamed over the target (atomic on POSIX). On resume the checkpoint is checked
+first (its zip directory and CRCs, no unpickling): with auto-resume a bad latest checkpoint falls back, with a
+warning, to the newest earlier one that is intact; an explicit ``--resume PATH`` that is corrupt, or an empty
+``last_checkpoint``, stops with a one-line :class:`CorruptCheckpointError` naming the file.
 """
 from __future__ import annotations
 
 import functools
 import os
+import os.path as osp
 import pickle
+import re
 import warnings
+import zipfile
+from typing import Optional
 
 import numpy as np
 import torch
@@ -132,6 +144,145 @@ def _patch_cpu_distributed() -> None:
     MMDistributedDataParallel.__init__ = ddp_init
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint (or the ``last_checkpoint`` file naming it) cannot be resumed from; the message names the file."""
+
+
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    """``LocalBackend.put`` that never leaves a partly written ``filepath``: temporary file, fsync, rename."""
+    filepath = str(filepath)
+    folder = osp.dirname(osp.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, f'.{osp.basename(filepath)}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(obj)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """What makes the local checkpoint ``path`` unloadable, or None when it looks intact.
+
+    torch writes zip archives: a truncated one has lost its central directory (at the end), a corrupted one fails a
+    member's CRC. Both are found by reading the file, without unpickling anything. Files in torch's legacy
+    (non-zip) format are not checked.
+
+    Args:
+        path (str): the checkpoint file.
+
+    Returns:
+        str | None: e.g. ``'is truncated or not a checkpoint (File is not a zip file)'``.
+    """
+    if not osp.isfile(path):
+        return 'does not exist'
+    if osp.getsize(path) == 0:
+        return 'is empty'
+    with open(path, 'rb') as f:
+        magic = f.read(2)
+    if magic != b'PK':
+        return None if magic[:1] == b'\x80' else 'is not a PyTorch checkpoint'  # b'\x80': legacy pickle format
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f'is truncated or corrupt ({e})'
+    return None if bad is None else f'is corrupt (its member {bad} fails the CRC check)'
+
+
+def _is_local(path: str) -> bool:
+    return '://' not in str(path)
+
+
+def _earlier_checkpoints(path: str) -> list:
+    """Checkpoints beside ``path`` named like it with a smaller number (``iter_8.pth`` -> ``iter_6.pth``, ...),
+    newest first."""
+    folder, name = osp.split(path)
+    match = re.fullmatch(r'(.*?)(\d+)(\.\w+)', name)
+    if match is None or not osp.isdir(folder):
+        return []
+    prefix, number, suffix = match.group(1), int(match.group(2)), match.group(3)
+    found = []
+    for other in os.listdir(folder):
+        m = re.fullmatch(re.escape(prefix) + r'(\d+)' + re.escape(suffix), other)
+        if m and int(m.group(1)) < number:
+            found.append((int(m.group(1)), osp.join(folder, other)))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def resume_checkpoint(work_dir: str, logger=None) -> Optional[str]:
+    """The checkpoint auto-resume should load: the one ``{work_dir}/last_checkpoint`` names if intact, else the
+    newest intact earlier one (with a warning); None when there is no ``last_checkpoint`` (a fresh run).
+
+    Args:
+        work_dir (str): the run's work dir.
+        logger (logging.Logger, optional): where the fallback warning goes; ``warnings.warn`` when None.
+
+    Returns:
+        str | None: the checkpoint path.
+
+    Raises:
+        CorruptCheckpointError: ``last_checkpoint`` is empty, or neither its checkpoint nor an earlier one is intact.
+    """
+    save_file = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(save_file):
+        return None
+    with open(save_file) as f:
+        latest = f.read().strip()
+    if not latest:
+        raise CorruptCheckpointError(f'{save_file} is empty (the run was stopped while writing it); resume from a '
+                                     f'checkpoint explicitly with --resume {osp.join(work_dir, "iter_N.pth")}')
+    if not _is_local(latest):
+        return latest
+    problem = checkpoint_problem(latest)
+    if problem is None:
+        return latest
+    for earlier in _earlier_checkpoints(latest):
+        if checkpoint_problem(earlier) is None:
+            msg = (f'{latest} (named by {save_file}) {problem}, probably because the run was stopped while writing '
+                   f'it; resuming from {earlier}, the newest intact checkpoint before it')
+            if logger is not None:
+                logger.warning(msg)
+            else:
+                warnings.warn(msg)
+            return earlier
+    raise CorruptCheckpointError(f'{latest} (named by {save_file}) {problem} and no earlier checkpoint beside it is '
+                                 'intact; start a new run or pass a good checkpoint with --resume PATH')
+
+
+def _patch_checkpoint_safety() -> None:
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.runner import Runner
+    if getattr(LocalBackend.put, '_mmfusion_wrapped', False):
+        return
+    _atomic_put._mmfusion_wrapped = True
+    LocalBackend.put = _atomic_put
+
+    stock_load_or_resume = Runner.load_or_resume
+
+    @functools.wraps(stock_load_or_resume)
+    def load_or_resume(self) -> None:
+        if not self._has_loaded and self._resume:
+            if self._load_from is None:
+                latest = resume_checkpoint(self.work_dir, self.logger)
+                if latest is not None:
+                    self.logger.info(f'Auto resumed from the latest intact checkpoint {latest}.')
+                    self._load_from = latest
+            elif _is_local(self._load_from):
+                problem = checkpoint_problem(self._load_from)
+                if problem is not None:
+                    raise CorruptCheckpointError(f'cannot resume from {self._load_from}: it {problem}; pass an intact '
+                                                 'checkpoint (e.g. an earlier one) to --resume')
+        return stock_load_or_resume(self)
+
+    Runner.load_or_resume = load_or_resume
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -145,4 +296,5 @@ def apply() -> None:
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     _wrap_local_loader()
     _patch_cpu_distributed()
+    _patch_checkpoint_safety()
     _APPLIED = True

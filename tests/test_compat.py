@@ -1,6 +1,9 @@
 """The compat layer: mmengine checkpoints resume under torch's weights-only loading, nothing else is let through."""
+import builtins
 import os
+import os.path as osp
 import pickle
+import struct
 import subprocess
 import sys
 import textwrap
@@ -10,7 +13,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 import mmfusion  # noqa: F401  (applies the fixes)
-from mmfusion.compat import UnsafeCheckpointError
+from mmfusion.compat import CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
 
 from ._tiny_runner import tiny_runner
 
@@ -102,3 +105,97 @@ def test_stock_mmengine_cannot_resume_without_mmfusion(tmp_path):
     res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert 'REFUSED UnpicklingError' in res.stdout
+
+
+# --- checkpoints a kill cannot break ------------------------------------------------------------------------------
+
+
+def _truncate(path, keep=0.5):
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * keep)])
+
+
+class _DiesHalfway:
+    """A file whose first write stores half the bytes, then the process 'is killed'."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        raise KeyboardInterrupt('killed while writing')
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import save_checkpoint
+    path = tmp_path / 'iter_2.pth'
+    save_checkpoint({'w': torch.zeros(1000)}, str(path))
+    before = path.read_bytes()
+    real_open = builtins.open
+
+    def dying_open(file, mode='r', *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return _DiesHalfway(f) if 'w' in mode and 'iter_2.pth' in os.fspath(file) else f
+
+    monkeypatch.setattr(builtins, 'open', dying_open)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({'w': torch.ones(1000)}, str(path))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ['iter_2.pth']  # the temporary file is gone too
+
+
+def test_checkpoint_problem_finds_truncation_and_corruption(tmp_path):
+    path = tmp_path / 'c.pth'
+    torch.save({'w': torch.full((1000, ), 1.2345)}, path)
+    assert checkpoint_problem(str(path)) is None
+    data = bytearray(path.read_bytes())
+    at = data.find(struct.pack('<f', 1.2345) * 4)
+    data[at + 1] ^= 0xFF  # one flipped bit pattern inside the tensor's bytes
+    (tmp_path / 'flipped.pth').write_bytes(bytes(data))
+    assert checkpoint_problem(str(tmp_path / 'flipped.pth')).startswith('is corrupt (its member ')
+    _truncate(path)
+    assert checkpoint_problem(str(path)).startswith('is truncated or corrupt')
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    assert checkpoint_problem(str(tmp_path / 'empty.pth')) == 'is empty'
+
+
+def test_auto_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    tiny_runner(tmp_path, max_iters=4).train()  # iter_2.pth, iter_4.pth; last_checkpoint names iter_4.pth
+    _truncate(tmp_path / 'iter_4.pth')
+    resumed = tiny_runner(tmp_path, max_iters=5, resume=True)
+    resumed.train()
+    assert resumed.iter == 5
+    log = open(osp.join(resumed.log_dir, f'{resumed.timestamp}.log')).read()
+    assert f'{tmp_path}/iter_4.pth (named by {tmp_path}/last_checkpoint) is truncated or corrupt' in log
+    assert f'resuming from {tmp_path}/iter_2.pth' in log and 'resumed epoch: 0, iter: 2' in log
+
+
+def test_explicit_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
+    tiny_runner(tmp_path / 'a', max_iters=2).train()
+    path = str(tmp_path / 'a' / 'iter_2.pth')
+    _truncate(path)
+    with pytest.raises(CorruptCheckpointError) as info:
+        tiny_runner(tmp_path / 'b', max_iters=3, resume=True, load_from=path).train()
+    msg = str(info.value)
+    assert msg.startswith(f'cannot resume from {path}: it is truncated or corrupt') and '\n' not in msg
+
+
+def test_empty_last_checkpoint_is_refused_in_one_line(tmp_path):
+    tiny_runner(tmp_path, max_iters=2).train()
+    (tmp_path / 'last_checkpoint').write_text('')
+    with pytest.raises(CorruptCheckpointError) as info:
+        tiny_runner(tmp_path, max_iters=3, resume=True).train()
+    msg = str(info.value)
+    assert msg.startswith(f'{tmp_path}/last_checkpoint is empty') and '\n' not in msg

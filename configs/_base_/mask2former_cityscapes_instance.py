@@ -87,3 +87,5 @@ interval = 5000
 param_scheduler = dict(_delete_=True, type='PolyLR', eta_min=0, power=0.9, begin=0, end=max_iters, by_epoch=False)
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval, dynamic_intervals=None)
 default_hooks = dict(checkpoint=dict(interval=interval))
+# Generator states in every checkpoint: --resume continues exactly as an uninterrupted run (docs/resume_and_drift.md).
+custom_hooks = [dict(type='mmfusion.RNGStateHook')]

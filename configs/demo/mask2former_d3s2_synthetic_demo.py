@@ -58,4 +58,7 @@ default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(window_size=5)
-custom_hooks = [dict(type='mmfusion.SCEFHook', interval=max_iters, num_probes=2, probe_size=(192, 384))]
+custom_hooks = [
+    dict(type='mmfusion.SCEFHook', interval=max_iters, num_probes=2, probe_size=(192, 384)),
+    dict(type='mmfusion.RNGStateHook')
+]

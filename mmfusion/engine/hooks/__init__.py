@@ -1,3 +1,4 @@
+from .rng_state_hook import RNGStateHook
 from .scef_hook import SCEFHook
 
-__all__ = ['SCEFHook']
+__all__ = ['RNGStateHook', 'SCEFHook']

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import random
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,11 +20,15 @@ from mmfusion.metrics import ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
 from mmfusion.utils.images import list_images, read_rgb
 
+from .rng_state_hook import preserved_rng_state
+
 # ImageNet statistics in RGB order, used when the model's data preprocessor states none (SPEC §5).
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
 _IMAGENET_STD = (58.395, 57.12, 57.375)
 
 Pyramid = Tuple[Sequence[Tensor], Sequence[int]]
+# Seed of the draws a dataset's pipeline makes while the probes are taken from it (see ``_from_dataset``).
+_PROBE_SEED = 0
 
 
 def _fit(image: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -44,6 +50,18 @@ class SCEFHook(Hook):
     probe images and computes Structural Coherence and Edge Fidelity (``mmfusion.metrics``) per stride for the master,
     the auxiliary and the fused pyramid (the output of :class:`~mmfusion.models.necks.MetricGuidedNeck`). A model
     whose backbone is not a :class:`~mmfusion.models.backbones.MasterAuxBackbone` is profiled as one ``backbone``.
+    Maps a pyramid does not compute (None, e.g. the master's at the injected strides) are not profiled.
+
+    The probes are the same images, cropped the same way, at every probe and in every run of an experiment (a
+    resumed one included), so the logged drift is the features' and not augmentation noise:
+
+    - ``probe_images`` given: the first ``num_probes`` files of that folder;
+    - else the image files of the validation dataset (of the training dataset when no ``val_dataloader`` is set),
+      read from disk, i.e. without any pipeline;
+    - else (a dataset without ``img_path`` infos) its samples' ``inputs``, taken with every global generator
+      seeded and put back afterwards, so even random transforms give the same probes each time.
+
+    Each is resized to cover ``probe_size`` (keeping its aspect ratio) and centre-cropped to it.
 
     Results go to:
 
@@ -52,18 +70,22 @@ class SCEFHook(Hook):
     - the message hub under the same keys, and one line of the text log;
     - ``{work_dir}/scef/iter_{N}.json``, a profile in the schema of ``mmfusion.metrics.save_profile``.
 
-    The probe runs on the main process only, with the model in eval mode and under ``torch.no_grad()``; the train
-    modes of all modules are restored afterwards. Its cost is bounded by ``num_probes``, ``probe_size`` and
-    ``interval``, and logged (seconds) each time.
+    The probe runs on the main process only (under DDP the other ranks go on training; the probe calls the unwrapped
+    model and no collective), with the model in eval mode and under ``torch.no_grad()``; the train modes of all
+    modules are restored afterwards, and so are the global random generators (a probe never shifts the training
+    run's random stream). A resumed run does not repeat the ``before_train`` baseline: the work dir holds it
+    (``scef/iter_0.json``). Its cost is bounded by ``num_probes``, ``probe_size`` and ``interval``, and logged
+    (seconds) each time.
 
     Args:
         interval (int): Probe every ``interval`` training iterations. Default: 1000.
         probe_images (str, optional): Folder of images; the first ``num_probes`` files by name are used. Default:
-            None, i.e. the first ``num_probes`` samples of the training dataset (taken once and cached).
+            None, i.e. the first ``num_probes`` images of the validation (else training) dataset, taken once and
+            cached.
         num_probes (int): Number of probe images. Default: 4.
         probe_size (tuple[int, int]): (H, W) the probes are resized (to cover) and centre-cropped to. Default:
             (256, 512).
-        before_train (bool): Also probe once before the first iteration. Default: True.
+        before_train (bool): Also probe once before the first iteration (not when resuming). Default: True.
         strides (Sequence[int]): Strides to score (those a pyramid does not have are skipped).
             Default: (4, 8, 16, 32).
         preset (str): EF configuration of ``mmfusion.metrics.edge_fidelity``. Default: 'profiling'.
@@ -98,11 +120,18 @@ class SCEFHook(Hook):
         self.batch_size = batch_size
         self.log_keys = tuple(log_keys)
         self._probes: Optional[Tensor] = None  # uint8 RGB (N, 3, H, W), cached on first use
+        self._source = ''  # where the probes came from (written to the profiles' meta)
 
     # ------------------------------------------------------------------ hook points
     def before_train(self, runner) -> None:
-        if self.run_before_train:
-            self.probe(runner, step=runner.iter)
+        if not self.run_before_train:
+            return
+        if runner.iter > 0:
+            # A resumed run: the baseline was probed (and written) by the run that started at iteration 0.
+            runner.logger.info(f'SCEFHook: resuming at iter {runner.iter}; the before-training baseline is '
+                               f'{osp.join(runner.work_dir, "scef", "iter_0.json")}')
+            return
+        self.probe(runner, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.every_n_train_iters(runner, self.interval):
@@ -113,14 +142,16 @@ class SCEFHook(Hook):
         """Score the pyramids on the probe images and log the result; returns ``{name: {stride: {metric: v}}}``."""
         if not is_main_process():
             return None
+        # The unwrapped module: a DDP forward would broadcast buffers to ranks that are not probing.
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        images = self._get_probes(runner, model)
         modes = {m: m.training for m in model.modules()}
         start = time.perf_counter()
-        model.eval()
         try:
-            with torch.no_grad():
-                profiles = self._profile(model, images)
+            with preserved_rng_state():
+                images = self._get_probes(runner, model)
+                model.eval()
+                with torch.no_grad():
+                    profiles = self._profile(model, images)
         finally:
             # Restore each module's own flag: calling model.train() would undo eval modes set on purpose.
             for m, training in modes.items():
@@ -154,14 +185,18 @@ class SCEFHook(Hook):
             raise RuntimeError('SCEFHook needs a model with a `backbone` (ideally an mmfusion.MasterAuxBackbone)')
         if not isinstance(backbone, MasterAuxBackbone):
             feats = tuple(backbone(x))
-            return dict(backbone=(feats, _strides_of(backbone, len(feats), self.strides)))
+            return dict(backbone=_existing(feats, _strides_of(backbone, len(feats), self.strides)))
         out = backbone(x)
-        pyramids = dict(master=(out.master, _strides_of(backbone.master, len(out.master), self.strides)),
-                        auxiliary=(out.auxiliary, _strides_of(backbone.auxiliary, len(out.auxiliary),
-                                                              self.strides)))
+        # The fused backbone names its strides (master: ``strides``, auxiliary: its ``out_strides``); a map may be
+        # None where the master leaves a level to the auxiliary.
+        master_strides = tuple(getattr(out, 'strides', None) or backbone.strides)
+        aux_strides = tuple(getattr(backbone, 'aux_strides', None) or
+                            _strides_of(backbone.auxiliary, len(out.auxiliary), self.strides))
+        pyramids = dict(master=_existing(out.master, master_strides),
+                        auxiliary=_existing(out.auxiliary, aux_strides))
         neck = getattr(model, 'neck', None)
         if isinstance(neck, MetricGuidedNeck):
-            pyramids['fused'] = (neck(out), neck.strides)
+            pyramids['fused'] = _existing(neck(out), master_strides)
         return pyramids
 
     @staticmethod
@@ -184,6 +219,7 @@ class SCEFHook(Hook):
         if self._probes is None:
             if self.probe_images is not None:
                 images = self._load_folder()
+                self._source = self.probe_images
             else:
                 images = self._from_dataset(runner, model)
             self._probes = torch.stack([_fit(im, self.probe_size) for im in images])
@@ -197,18 +233,32 @@ class SCEFHook(Hook):
         return [read_rgb(p) for p in paths]
 
     def _from_dataset(self, runner, model: nn.Module) -> List[Tensor]:
-        dataset = runner.train_dataloader.dataset
+        """The first ``num_probes`` images of the validation dataset (the training one without validation)."""
+        val_loop = getattr(runner, 'val_loop', None)
+        name, dataset = (('val_dataloader', val_loop.dataloader.dataset) if val_loop is not None else
+                         ('train_dataloader', runner.train_dataloader.dataset))
+        count = min(self.num_probes, len(dataset))
+        paths = _image_paths(dataset, count)
+        if paths is not None:
+            self._source = f'{name}.dataset image files'
+            return [read_rgb(p) for p in paths]
         pre = getattr(model, 'data_preprocessor', None)
         # Datasets hand images in the order the data preprocessor expects; bring them to RGB as the backbone sees.
         flip = bool(getattr(pre, '_channel_conversion', getattr(pre, 'channel_conversion', False)))
         images = []
-        for i in range(min(self.num_probes, len(dataset))):
+        for i in range(count):
+            # Random transforms draw from the global generators: seeded, the same draws every time (the caller
+            # puts the training run's states back).
+            torch.manual_seed(_PROBE_SEED)
+            np.random.seed(_PROBE_SEED)
+            random.seed(_PROBE_SEED)
             sample = dataset[i]
             image = sample.get('inputs') if isinstance(sample, dict) else None
             if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-                raise TypeError('SCEFHook could not take a (3, H, W) image from train_dataloader.dataset[i]["inputs"]; '
+                raise TypeError(f'SCEFHook could not take a (3, H, W) image from {name}.dataset[i]["inputs"]; '
                                 'set probe_images to a folder of images')
             images.append(image.flip(0) if flip else image)
+        self._source = f'{name}.dataset[i]["inputs"] (pipeline seeded with {_PROBE_SEED})'
         return images
 
     # ------------------------------------------------------------------ output
@@ -230,18 +280,43 @@ class SCEFHook(Hook):
         path = osp.join(runner.work_dir, 'scef', f'iter_{step}.json')
         os.makedirs(osp.dirname(path), exist_ok=True)
         selection = None
-        neck = getattr(model, 'neck', None)
-        if 'auxiliary' in profiles and hasattr(neck, 'inject_strides'):
-            inject = list(neck.inject_strides)
+        owner = next((m for m in (getattr(model, 'backbone', None), getattr(model, 'neck', None))
+                      if getattr(m, 'inject_strides', None) is not None), None)
+        if 'auxiliary' in profiles and owner is not None:
+            inject = list(owner.inject_strides)
             selection = dict(master='master', auxiliary='auxiliary', inject_stride=inject[0] if len(inject) == 1
                              else inject)
         meta = dict(iter=step, num_probes=int(self._probes.shape[0]), probe_size=list(self.probe_size),
-                    preset=self.preset, seconds=seconds,
-                    probe_source=self.probe_images or 'train_dataloader.dataset')
+                    preset=self.preset, seconds=seconds, probe_source=self._source)
         save_profile(path, {name: {int(s): m for s, m in p.items()} for name, p in profiles.items()},
                      selection=selection, meta=meta)
         summary = ', '.join(f'{k[5:]}={v:.3f}' for k, v in scalars.items() if k != 'scef/seconds')
         runner.logger.info(f'SCEF at iter {step} on {self._probes.shape[0]} probes ({seconds:.1f}s): {summary}')
+
+
+def _existing(feats: Sequence[Optional[Tensor]], strides: Sequence[int]) -> Pyramid:
+    """The maps that exist (not None) and their strides."""
+    if len(feats) != len(strides):
+        raise RuntimeError(f'got {len(feats)} maps for strides {tuple(strides)}; a pyramid returns one map (or None) '
+                           'per stride')
+    kept = [(f, int(s)) for f, s in zip(feats, strides) if f is not None]
+    return tuple(f for f, _ in kept), tuple(s for _, s in kept)
+
+
+def _image_paths(dataset, count: int) -> Optional[List[str]]:
+    """``img_path`` of the first ``count`` data infos of an MMEngine dataset; None when it has none."""
+    if not hasattr(dataset, 'get_data_info'):
+        return None
+    if hasattr(dataset, 'full_init') and not getattr(dataset, '_fully_initialized', True):
+        dataset.full_init()
+    paths = []
+    for i in range(count):
+        info = dataset.get_data_info(i)
+        path = info.get('img_path') if isinstance(info, dict) else None
+        if not isinstance(path, str) or not osp.isfile(path):
+            return None
+        paths.append(path)
+    return paths
 
 
 def _strides_of(module: nn.Module, n: int, default: Sequence[int]) -> Tuple[int, ...]:

@@ -1,67 +1,46 @@
-"""SCEFHook in a real MMEngine Runner: SC/EF scalars reach the JSON logs, profiles are written, the model is left as
-it was found."""
+"""SCEFHook in a real MMEngine Runner: SC/EF scalars reach the JSON logs, profiles are written, the model and the
+random generators are left as they were found; the probes are the same fixed images in every run (a resumed one
+too), and under DDP only rank 0 probes."""
 import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from PIL import Image
 from torch.utils.data import Dataset
 
 import mmfusion.engine.hooks.scef_hook as scef_module
 from mmfusion.engine.hooks import SCEFHook
-from mmfusion.models.backbones import MasterAuxBackbone
-from mmfusion.models.necks import MetricGuidedNeck
-from tests._stubs import StubPyramid  # noqa: F401  (registers the stand-in backbone)
+from mmfusion.engine.hooks.rng_state_hook import get_rng_state, set_rng_state
+from mmfusion.engine.hooks.scef_hook import _fit
+from mmfusion.utils.images import read_rgb
 
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+from ._scef_models import MEAN, STD, FusionModel, Scenes, scene
 
-
-class _FusionModel(BaseModel):
-    """Master + frozen auxiliary + neck + a 1x1 conv 'head'."""
-
-    def __init__(self):
-        super().__init__(data_preprocessor=dict(type='ImgDataPreprocessor', mean=MEAN, std=STD, bgr_to_rgb=True))
-        self.backbone = MasterAuxBackbone(dict(type='StubPyramid', channels=(4, 8, 16, 32)),
-                                          dict(type='StubPyramid', channels=(3, 6, 12, 24)), aux_strides=(16, ))
-        self.neck = MetricGuidedNeck(self.backbone.master_channels, self.backbone.aux_channels, aux_strides=(16, ))
-        self.head = nn.Conv2d(4, 1, 1)
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        feats = self.neck(self.backbone(inputs))
-        out = self.head(feats[0])
-        return dict(loss=out.pow(2).mean() + sum(f.mean() for f in feats[1:])) if mode == 'loss' else [out]
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
-class _Scenes(Dataset):
-    """Uint8 (3, 64, 96) images with a bright square: edges for EF to find."""
-
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        img = torch.randint(0, 60, (3, 64, 96), dtype=torch.uint8, generator=g)
-        img[:, 16 + 4 * i:40 + 4 * i, 24:64] += 150
-        return dict(inputs=img)
-
-
-def _runner(work_dir, hook):
+def _runner(work_dir, hook, max_iters=3, checkpoint=None, **kwargs):
     return Runner(
-        model=_FusionModel(),
+        model=FusionModel(),
         work_dir=str(work_dir),
-        train_dataloader=dict(dataset=_Scenes(), batch_size=2, sampler=dict(type='DefaultSampler', shuffle=False),
+        train_dataloader=dict(dataset=Scenes(augment=True), batch_size=2,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3)),
-        train_cfg=dict(by_epoch=False, max_iters=3),
-        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint),
         custom_hooks=[hook],
-        randomness=dict(seed=0))
+        randomness=dict(seed=0),
+        **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -78,7 +57,7 @@ def _records(path):
 
 def test_scalars_reach_vis_data_scalars_json(trained):
     runner, _ = trained
-    records = [r for r in _records(Path(runner.log_dir) / 'vis_data' / 'scalars.json') if 'scef/master/SC_os16' in r]
+    records = [r for r in _records(Path(runner.log_dir) / 'vis_data' / 'scalars.json') if 'scef/master/SC_os8' in r]
     assert [r['step'] for r in records] == [0, 2]
     for key in ('scef/master/EF_os4', 'scef/auxiliary/SC_os16', 'scef/auxiliary/EF_os16', 'scef/fused/SC_os32',
                 'scef/seconds'):
@@ -104,8 +83,10 @@ def test_profile_json_written_per_probe(trained):
     names = sorted(p.name for p in (work_dir / 'scef').glob('*.json'))
     assert names == ['iter_0.json', 'iter_2.json']
     data = json.loads((work_dir / 'scef' / 'iter_2.json').read_text())
-    assert data['encoders']['master']['strides'] == [4, 8, 16, 32]
+    # The master leaves OS16 to the auxiliary (its map there is None): only the maps that exist are profiled.
+    assert data['encoders']['master']['strides'] == [4, 8, 32]
     assert data['encoders']['auxiliary']['strides'] == [16]
+    assert data['encoders']['fused']['strides'] == [4, 8, 16, 32]
     assert data['selection']['inject_stride'] == 16
     assert data['meta']['iter'] == 2 and data['meta']['num_probes'] == 2
 
@@ -139,7 +120,7 @@ def test_dataset_probes_are_converted_to_rgb():
     bgr = torch.zeros(3, 16, 16, dtype=torch.uint8)
     bgr[0] = 255  # blue in BGR
     runner = SimpleNamespace(train_dataloader=SimpleNamespace(dataset=[dict(inputs=bgr)]))
-    probes = hook._get_probes(runner, _FusionModel())
+    probes = hook._get_probes(runner, FusionModel())
     assert probes.shape == (1, 3, 8, 8) and probes[0, 2].min() == 255 and probes[0, :2].max() == 0
 
 
@@ -154,6 +135,99 @@ def test_folder_probes_are_sorted_rgb_and_cropped(tmp_path):
 
 def test_normalisation_follows_the_data_preprocessor():
     x = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
-    out = SCEFHook._normalise(x, _FusionModel())
+    out = SCEFHook._normalise(x, FusionModel())
     expected = (200 - torch.tensor(MEAN)) / torch.tensor(STD)
     assert torch.allclose(out[0, :, 0, 0], expected)
+
+
+# --- fixed probes --------------------------------------------------------------------------------------------------
+
+
+class _SceneFiles(Dataset):
+    """The scenes as PNG files with MMEngine-style data infos; its pipeline (``__getitem__``) must not be used."""
+
+    def __init__(self, folder):
+        self.paths = []
+        for i in range(4):
+            path = osp.join(folder, f'scene{i}.png')
+            Image.fromarray(scene(i).permute(1, 2, 0).numpy()).save(path)
+            self.paths.append(path)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def get_data_info(self, i):
+        return dict(img_path=self.paths[i])
+
+    def __getitem__(self, i):
+        raise AssertionError('the probes must not go through the pipeline')
+
+
+def test_probes_are_the_same_for_two_hooks_despite_random_augmentation():
+    dataset = Scenes(augment=True)
+    assert not torch.equal(dataset[0]['inputs'], dataset[0]['inputs'])  # the pipeline is random
+    runner = SimpleNamespace(train_dataloader=SimpleNamespace(dataset=dataset))
+    first = SCEFHook(num_probes=2, probe_size=(32, 48))._get_probes(runner, FusionModel())
+    torch.rand(5), np.random.rand(5)  # whatever the training run drew in between
+    second = SCEFHook(num_probes=2, probe_size=(32, 48))._get_probes(runner, FusionModel())
+    assert first.shape == (2, 3, 32, 48) and torch.equal(first, second)
+
+
+def test_probes_are_the_validation_images_read_from_disk(tmp_path):
+    val = _SceneFiles(str(tmp_path))
+    runner = SimpleNamespace(val_loop=SimpleNamespace(dataloader=SimpleNamespace(dataset=val)),
+                             train_dataloader=SimpleNamespace(dataset=Scenes(augment=True)))
+    hook = SCEFHook(num_probes=2, probe_size=(32, 48))
+    probes = hook._get_probes(runner, FusionModel())
+    expected = torch.stack([_fit(read_rgb(p), (32, 48)) for p in val.paths[:2]])
+    assert torch.equal(probes, expected) and hook._source == 'val_dataloader.dataset image files'
+
+
+def test_probe_leaves_the_global_generators_as_found(trained, tmp_path, monkeypatch):
+    runner, _ = trained
+    monkeypatch.setattr(runner, '_work_dir', str(tmp_path))  # keep the fixture's scef/ folder as it is
+    state = get_rng_state()
+    expected = torch.rand(4), np.random.rand(4)
+    set_rng_state(state)
+    SCEFHook(num_probes=2, probe_size=(64, 128)).probe(runner, step=7)  # takes its probes from the random pipeline
+    assert torch.equal(torch.rand(4), expected[0]) and np.array_equal(np.random.rand(4), expected[1])
+
+
+def test_resumed_run_skips_the_baseline_and_probes_the_same_images(tmp_path):
+    hook_cfg = dict(type='mmfusion.SCEFHook', interval=2, num_probes=2, probe_size=(64, 128))
+    ckpt = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    first = _runner(tmp_path, hook_cfg, max_iters=2, checkpoint=ckpt)
+    first.train()
+    baseline = tmp_path / 'scef' / 'iter_0.json'
+    written = baseline.stat().st_mtime_ns
+    first_probes = next(h for h in first.hooks if isinstance(h, SCEFHook))._probes
+
+    resumed = _runner(tmp_path, hook_cfg, max_iters=4, checkpoint=ckpt, resume=True)
+    resumed.train()
+    assert resumed.iter == 4
+    assert baseline.stat().st_mtime_ns == written
+    assert sorted(p.name for p in (tmp_path / 'scef').glob('*.json')) == ['iter_0.json', 'iter_2.json',
+                                                                         'iter_4.json']
+    assert torch.equal(next(h for h in resumed.hooks if isinstance(h, SCEFHook))._probes, first_probes)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_run_probes_and_writes_on_rank_0_only(tmp_path):
+    work = tmp_path / 'ddp'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    res = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(_free_port()),
+         osp.join(osp.dirname(osp.abspath(__file__)), 'ddp_scef_run.py'), str(work)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ranks = [json.loads((work / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert ranks == [dict(iter=2, world_size=2, probed=True), dict(iter=2, world_size=2, probed=False)]
+    assert sorted(p.name for p in (work / 'scef').glob('*.json')) == ['iter_0.json', 'iter_1.json', 'iter_2.json']
+    # RNGStateHook gathered both ranks' generator states into the checkpoint rank 0 wrote.
+    assert torch.load(work / 'iter_2.pth', map_location='cpu')['rng_states']['world_size'] == 2
