@@ -266,6 +266,37 @@ def extract_features(model, images: Tensor, strides: Sequence[int]) -> list[Tens
     return out
 
 
+def check_map_sizes(name: str, feats: Sequence[Tensor], strides: Sequence[int], size: Sequence[int]) -> None:
+    """Raise :class:`ProfileError` when ``--size`` makes a map of encoder ``name`` too small for SC or EF.
+
+    A map too small for a metric scores 0 there, and a profile of zeros would still yield a recommendation; the fix
+    is a larger ``--size`` (every image is resized to it), so the message names the smallest one that works.
+
+    Args:
+        name (str): encoder name, for the message.
+        feats (Sequence[Tensor]): the encoder's (B, C, h, w) maps, ordered like ``strides``.
+        strides (Sequence[int]): their strides.
+        size (Sequence[int]): the ``--size`` (H, W) the images were resized to.
+    """
+    from mmfusion.metrics._utils import MIN_EF_SIDE, map_size_problems
+
+    height, width = int(size[0]), int(size[1])
+    for stride, feat in zip(strides, feats):
+        h, w = feat.shape[-2:]
+        problems = map_size_problems(h, w)
+        if not problems:
+            continue
+        # Smallest size that works at this stride: EF's 5x5 on both sides, 2 SFC cells (16 px) on the longer one.
+        need_h, need_w = max(height, MIN_EF_SIDE * stride), max(width, MIN_EF_SIDE * stride)
+        if height > width:
+            need_h = max(need_h, 16 * stride)
+        else:
+            need_w = max(need_w, 16 * stride)
+        raise ProfileError(f'--size {height} {width} is too small for stride {stride}: encoder {name} gives '
+                           f'{h}x{w} maps there and {"; ".join(problems)}; use --size {need_h} {need_w} or larger '
+                           '(or profile fewer strides)')
+
+
 # --- pictures and tables -------------------------------------------------------------------------------------
 
 

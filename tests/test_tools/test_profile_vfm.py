@@ -43,17 +43,17 @@ def image_dir(tmp_path_factory):
     return str(folder)
 
 
-def base_args(image_dir, out_dir, *extra):
-    return ['--images', image_dir, '--size', '64', '64', '--device', 'cpu', '--threads', '1', '--out-dir',
+def base_args(image_dir, out_dir, *extra, size=('48', '128')):
+    # Strides 4 and 8 at 48x128: the OS8 maps (6x16) are the smallest SC and EF can score (2 SFC cells, 4x14 EF px).
+    return ['--images', image_dir, '--size', *size, '--device', 'cpu', '--threads', '1', '--out-dir',
             str(out_dir), '--encoder', 'a=StubPyramid', '--encoder', 'b=mmfusion.StubPyramid', '--cfg-options',
-            'b.channels=[8,8,8,8]', *extra]
+            'a.out_strides=[4,8]', 'b.out_strides=[4,8]', 'b.channels=[8,8,8,8]', *extra]
 
 
 def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path, capsys):
     base_cfg = tmp_path / 'base.py'
-    base_cfg.write_text("model = dict(type='Fused', backbone=dict(type='MasterAux', aux_strides=(16, )),\n"
-                        "             neck=dict(type='MetricGuidedNeck', aux_channels=(3, ), aux_strides=(16, ),\n"
-                        "                       inject_stride=16))\n")
+    base_cfg.write_text("model = dict(type='Fused', backbone=dict(type='mmfusion.MasterAuxBackbone', inject_stride=16),"
+                        "\n             neck=dict(type='mmfusion.MetricGuidedNeck'))\n")
     emitted = tmp_path / 'configs' / 'fused.py'
     out = tmp_path / 'out'
     result = tool.main(base_args(image_dir, out, '--num-vis', '2', '--emit-config', str(emitted), '--base-config',
@@ -62,33 +62,31 @@ def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path
     doc = json.load(open(out / 'profile.json'))
     assert set(doc['encoders']) == {'a', 'b'}
     for entry in doc['encoders'].values():
-        assert entry['strides'] == [4, 8, 16, 32]
+        assert entry['strides'] == [4, 8]
         for key in ('SC', 'EF', 'SFC', 'SCS', 'EC', 'NC', 'FC', 'SP', 'r_tau'):
-            assert len(entry[key]) == 4 and all(np.isfinite(entry[key]))
+            assert len(entry[key]) == 2 and all(np.isfinite(entry[key]))
     sel = doc['selection']
     assert sel == result['selection'] and {sel['master'], sel['auxiliary']} == {'a', 'b'}
-    assert sel['inject_stride'] in (4, 8, 16, 32)
-    assert doc['meta']['num_images'] == 3 and doc['meta']['size'] == [64, 64]
+    assert sel['inject_stride'] in (4, 8)
+    assert doc['meta']['num_images'] == 3 and doc['meta']['size'] == [48, 128]
 
     rows = list(csv.DictReader(open(out / 'profile.csv')))
-    assert len(rows) == 8 and {r['encoder'] for r in rows} == {'a', 'b'}
+    assert len(rows) == 4 and {r['encoder'] for r in rows} == {'a', 'b'}
     assert Image.open(out / 'profile.png').format == 'PNG'
     for name in ('a', 'b'):
-        for s in (4, 8, 16, 32):
+        for s in (4, 8):
             for i in (0, 1):
-                assert Image.open(out / 'pca' / f'{name}_os{s}_img{i}.png').size == (64, 64)
+                assert Image.open(out / 'pca' / f'{name}_os{s}_img{i}.png').size == (128, 48)
     assert not (out / 'pca' / 'a_os4_img2.png').exists()
 
     printed = capsys.readouterr().out
-    assert 'OS16' in printed and f"master = {sel['master']}" in printed and f"s* = OS{sel['inject_stride']}" in printed
+    assert 'OS8' in printed and f"master = {sel['master']}" in printed and f"s* = OS{sel['inject_stride']}" in printed
 
     from mmengine.config import Config
     cfg = Config.fromfile(str(emitted))
     s_star = sel['inject_stride']
-    assert cfg.model.neck.inject_stride == s_star and cfg.model.neck.type == 'MetricGuidedNeck'
-    assert cfg.model.neck.aux_strides == (s_star, ) and cfg.model.backbone.aux_strides == (s_star, )
+    assert cfg.model.backbone.inject_stride == s_star and cfg.model.neck.type == 'mmfusion.MetricGuidedNeck'
     aux_channels = {'a': dict(zip((4, 8, 16, 32), (4, 8, 16, 32))), 'b': dict.fromkeys((4, 8, 16, 32), 8)}
-    assert cfg.model.neck.aux_channels == (aux_channels[sel['auxiliary']][s_star], )
     assert doc['meta']['channels'][sel['auxiliary']][str(s_star)] == aux_channels[sel['auxiliary']][s_star]
     assert f"auxiliary: {sel['auxiliary']}" in emitted.read_text()
 
@@ -97,7 +95,7 @@ def test_profile_is_reproducible(tool, image_dir, tmp_path):
     first = tool.main(base_args(image_dir, tmp_path / 'x', '--num-vis', '0'))
     second = tool.main(base_args(image_dir, tmp_path / 'y', '--num-vis', '0', '--batch-size', '2'))
     for name in ('a', 'b'):
-        for s in (4, 8, 16, 32):
+        for s in (4, 8):
             for key, val in first['profiles'][name][s].items():
                 assert second['profiles'][name][s][key] == pytest.approx(val, abs=1e-4)
 
@@ -139,7 +137,7 @@ def test_missing_checkpoint_stops_with_a_one_line_error(tool, image_dir, tmp_pat
 def test_encoder_from_a_config_file_key(tool, image_dir, tmp_path, capsys):
     cfg = tmp_path / 'enc.py'
     cfg.write_text("model = dict(backbone=dict(master=dict(type='StubPyramid', out_strides=(8, 16))))\n")
-    argv = ['--images', image_dir, '--size', '64', '64', '--device', 'cpu', '--threads', '1', '--num-vis', '0',
+    argv = ['--images', image_dir, '--size', '96', '256', '--device', 'cpu', '--threads', '1', '--num-vis', '0',
             '--out-dir', str(tmp_path / 'o'), '--encoder', f'm={cfg}:model.backbone.master']
     result = tool.main(argv)
     assert list(result['profiles']['m']) == [8, 16] and result['selection'] is None
@@ -162,3 +160,11 @@ def test_builds_in_mmfusion_scope_whatever_the_callers_default_scope():
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = build_encoder('a', dict(type='StubPyramid', out_strides=(8, 16)))
     assert type(model).__name__ == 'StubPyramid' and not model.training
+
+
+def test_size_too_small_for_the_strides_is_refused_blaming_size(tool, image_dir, tmp_path, capsys):
+    # At 64x64 the OS8 maps are 8x8: one SFC cell, so SC would be 0 there for every encoder.
+    msg = run_error(tool, base_args(image_dir, tmp_path / 'o', '--num-vis', '0', size=('64', '64')), capsys)
+    assert 'error: --size 64 64 is too small for stride 8: encoder a gives 8x8 maps there' in msg
+    assert 'SFC needs 2 cells of 8x8 px' in msg and 'use --size 64 128 or larger' in msg
+    assert not (tmp_path / 'o' / 'profile.json').exists()

@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> dict:
         for start in tqdm(range(0, len(images), args.batch_size), desc=name, unit='batch', file=sys.stderr):
             batch = torch.stack(images[start:start + args.batch_size]).to(device)
             feats = P.extract_features(model, batch, strides)
+            if start == 0:
+                P.check_map_sizes(name, feats, strides, args.size)  # before any metric scores a map as 0
             channels[name] = {s: int(f.shape[1]) for s, f in zip(strides, feats)}
             acc.update(feats, batch)
             for j in range(batch.shape[0]):
