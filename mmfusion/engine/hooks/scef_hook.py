@@ -187,10 +187,11 @@ class SCEFHook(Hook):
             feats = tuple(backbone(x))
             return dict(backbone=_existing(feats, _strides_of(backbone, len(feats), self.strides)))
         out = backbone(x)
-        # The fused backbone names its strides (master: ``strides``, auxiliary: its ``out_strides``); a map may be
-        # None where the master leaves a level to the auxiliary.
+        # The fused backbone names the strides: the master's (``strides``; a map is None where the master leaves the
+        # level to the auxiliary) and the auxiliary maps' (``aux_strides``, else the injected strides they come at,
+        # whichever auxiliary encoder gives each).
         master_strides = tuple(getattr(out, 'strides', None) or backbone.strides)
-        aux_strides = tuple(getattr(backbone, 'aux_strides', None) or
+        aux_strides = tuple(getattr(backbone, 'aux_strides', None) or getattr(out, 'inject_strides', None) or
                             _strides_of(backbone.auxiliary, len(out.auxiliary), self.strides))
         pyramids = dict(master=_existing(out.master, master_strides),
                         auxiliary=_existing(out.auxiliary, aux_strides))

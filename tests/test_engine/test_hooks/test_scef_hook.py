@@ -21,6 +21,8 @@ import mmfusion.engine.hooks.scef_hook as scef_module
 from mmfusion.engine.hooks import SCEFHook
 from mmfusion.engine.hooks.rng_state_hook import get_rng_state, set_rng_state
 from mmfusion.engine.hooks.scef_hook import _fit
+from mmfusion.models.backbones import MasterAuxBackbone
+from mmfusion.models.necks import MetricGuidedNeck
 from mmfusion.utils.images import read_rgb
 
 from ._scef_models import MEAN, STD, FusionModel, Scenes, scene
@@ -231,3 +233,15 @@ def test_two_process_run_probes_and_writes_on_rank_0_only(tmp_path):
     assert sorted(p.name for p in (work / 'scef').glob('*.json')) == ['iter_0.json', 'iter_1.json', 'iter_2.json']
     # RNGStateHook gathered both ranks' generator states into the checkpoint rank 0 wrote.
     assert torch.load(work / 'iter_2.pth', map_location='cpu')['rng_states']['world_size'] == 2
+
+
+def test_several_auxiliaries_profile_only_the_maps_that_exist():
+    model = torch.nn.Module()
+    model.backbone = MasterAuxBackbone(
+        dict(type='StubPyramid'), [dict(type='StubPyramid', channels=(3, 6, 12, 24)),
+                                   dict(type='StubPyramid', channels=(5, 6, 12, 24))], inject_stride=[16, 8])
+    model.neck = MetricGuidedNeck()
+    pyramids = SCEFHook()._pyramids(model, torch.rand(1, 3, 64, 128))
+    assert {name: strides for name, (_, strides) in pyramids.items()} == dict(
+        master=(4, 32), auxiliary=(8, 16), fused=(4, 8, 16, 32))
+    assert [tuple(f.shape[1:]) for f in pyramids['auxiliary'][0]] == [(6, 8, 16), (12, 4, 8)]
