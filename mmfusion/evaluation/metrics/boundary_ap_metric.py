@@ -8,7 +8,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pycocotools.mask as mask_utils
-import torch
 from mmdet.datasets.api_wrappers import COCO
 from mmdet.evaluation.metrics import CocoMetric
 from mmengine.fileio import load
@@ -78,9 +77,9 @@ class BoundaryCOCOeval(COCOeval):
             if bw > 0 and bh > 0:
                 # The boundary lies inside the bounding box, and outside it the mask is background just as outside
                 # the image, so eroding the crop (with d from the full image) gives the same boundary, faster.
-                crop = torch.from_numpy(np.ascontiguousarray(mask_utils.decode(rle)[y:y + bh, x:x + bw]))
+                crop = mask_utils.decode(rle)[y:y + bh, x:x + bw]
                 d = dilation_pixels(h, w, self.dilation_ratio)
-                boundary[y:y + bh, x:x + bw] = mask_to_boundary(crop, dilation=d).numpy()
+                boundary[y:y + bh, x:x + bw] = mask_to_boundary(crop, dilation=d)
             out.append(mask_utils.encode(boundary))
         return out
 

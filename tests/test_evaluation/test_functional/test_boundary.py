@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmfusion.evaluation.functional import boundary as boundary_module
 from mmfusion.evaluation.functional import boundary_iou, dilation_pixels, label_boundary, mask_to_boundary
 
 
@@ -93,11 +94,40 @@ def test_empty_mask_has_empty_boundary():
     assert not mask_to_boundary(np.zeros((16, 16), dtype=bool)).any()
 
 
-def test_boundary_matches_reference_erosion_on_random_masks():
+@pytest.mark.parametrize('backend', ['cv2', 'torch'])
+def test_boundary_matches_reference_erosion_on_random_masks(backend, monkeypatch):
+    # 'torch' is the path CUDA tensors take; here it runs on the CPU.
+    monkeypatch.setattr(boundary_module, '_CPU_BACKEND', backend)
     rng = np.random.default_rng(0)
     for h, w, ratio in [(17, 23, 0.02), (40, 31, 0.05), (64, 48, 0.1), (9, 70, 0.03)]:
         m = rng.random((h, w)) < 0.7
         np.testing.assert_array_equal(mask_to_boundary(m, ratio), reference_boundary(m, ratio))
+        batch = mask_to_boundary(torch.from_numpy(np.stack([m, ~m])), ratio)
+        np.testing.assert_array_equal(batch[1].numpy(), reference_boundary(~m, ratio))
+
+
+@pytest.mark.parametrize('backend', ['cv2', 'torch'])
+def test_label_boundary_matches_per_class_reference(backend, monkeypatch):
+    monkeypatch.setattr(boundary_module, '_CPU_BACKEND', backend)
+    rng = np.random.default_rng(1)
+    labels = np.kron(rng.integers(-1, 3, (6, 8)), np.ones((5, 4), dtype=np.int64))  # blocks, negative labels too
+    lb = label_boundary(labels, 0.05)  # 30 x 32: d = round(2.19) = 2
+    for c in (-1, 0, 1, 2):
+        np.testing.assert_array_equal(lb & (labels == c), reference_boundary(labels == c, 0.05))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_tensors_stay_on_device_and_match_cpu():
+    rng = np.random.default_rng(2)
+    masks = torch.from_numpy(rng.random((3, 50, 70)) < 0.6)
+    labels = torch.from_numpy(rng.integers(0, 5, (50, 70)))
+    b = mask_to_boundary(masks.cuda())
+    assert b.device.type == 'cuda'
+    torch.testing.assert_close(b.cpu(), mask_to_boundary(masks))
+    torch.testing.assert_close(label_boundary(labels.cuda()).cpu(), label_boundary(labels))
+    iou = boundary_iou(masks.cuda(), masks.roll(1, -1).cuda())
+    assert iou.device.type == 'cuda'
+    torch.testing.assert_close(iou.cpu(), boundary_iou(masks, masks.roll(1, -1)))
 
 
 def test_explicit_dilation_overrides_ratio():
@@ -110,15 +140,6 @@ def test_torch_batch_gives_tensors_per_mask():
     b = mask_to_boundary(masks)
     assert isinstance(b, torch.Tensor) and b.dtype == torch.bool and b.shape == (2, 32, 32)
     assert b.flatten(1).sum(1).tolist() == [28, 32 * 32 - 30 * 30]
-
-
-def test_label_boundary_gives_every_class_boundary_in_one_pass():
-    labels = np.zeros((32, 32), dtype=np.int64)
-    labels[8:16, 8:16] = 1
-    labels[8:16, 16:24] = 2  # touches class 1 along a column
-    lb = label_boundary(labels)
-    for c in (0, 1, 2):
-        np.testing.assert_array_equal(lb & (labels == c), mask_to_boundary(labels == c))
 
 
 # --- Boundary IoU ------------------------------------------------------------------------------------------------
