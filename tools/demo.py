@@ -7,9 +7,11 @@
 4. evaluate it with the stock COCO and Cityscapes instance metrics (tools/test.py) and draw overlays;
 5. write a report folder: profile table/plots/PCA images, selected config, training log, metrics, overlays.
 
-    python tools/demo.py [--out-dir demo_output] [--iters 30] [--smoke]
+    python tools/demo.py [--out-dir demo_output] [--data-root data/demo_cityscapes] [--iters 30] [--smoke] [--debug]
 
-``--smoke`` runs the same pipeline with tiny encoders and images (what the test suite runs).
+``--smoke`` runs the same pipeline with tiny encoders and images (what the test suite runs). The demo writes only
+into folders it made (``--out-dir`` gets ``.mmfusion-demo``, ``--data-root`` ``.mmfusion-synthetic-cityscapes``) or
+finds empty; a rerun replaces its own outputs there and leaves anything else alone.
 """
 from __future__ import annotations
 
@@ -23,10 +25,18 @@ import subprocess
 import sys
 import time
 
+from mmfusion.apis.runner_utils import add_debug_arg, run_tool
+from mmfusion.utils.errors import UserError
+from mmfusion.utils.fileio import claim_dir, is_owned, remove_outputs
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask2former_d3s2_synthetic_demo.py')
 ENCODERS = osp.join(ROOT, 'configs', '_base_', 'encoders.py')
 ENCODER_KEYS = {'dinov3': 'dinov3_vitb16', 'sam2': 'sam2_hiera_bplus'}
+# What a run writes into --out-dir: a rerun deletes these (and nothing else) first.
+OUTPUTS = ('encoders.py', 'demo_config.py', 'profile', 'profile.log', 'train', 'train.log', 'test', 'test.log',
+           'overlays', 'cityscapes_metric', 'summary.json', 'README.md')
+SYNTHETIC_KIND = 'synthetic-cityscapes'  # the marker generate_synthetic_cityscapes leaves in its data root
 
 # --smoke: the real architectures at toy sizes, and a toy head, so the pipeline runs in about a minute.
 SMOKE_ARCH = {
@@ -46,14 +56,18 @@ def run(cmd: list, log_path: str) -> None:
     """Run a tool as a user would, tee its output to a log, stop the demo if it fails."""
     print('$ ' + ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd),
           flush=True)
+    error = ''
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         for line in proc.stdout:
             log.write(line)
+            if line.startswith('error:'):
+                error = line.strip()
             if 'mmengine - INFO - Iter' in line or line.startswith(('error', 'Traceback')):
                 print('  ' + line.rstrip().split('  loss_cls')[0].split(' - INFO - ')[-1], flush=True)
         if proc.wait() != 0:
-            sys.exit(f'error: {cmd[1]} failed (exit {proc.returncode}); see {log_path}')
+            said = f' ({error})' if error else ''
+            raise UserError(f'{osp.relpath(cmd[1], ROOT)} failed (exit {proc.returncode}){said}; see {log_path}')
 
 
 def find_weights() -> dict:
@@ -82,7 +96,7 @@ def encoder_configs(weights: dict, smoke: bool) -> dict:
     return out
 
 
-def fusion_options(profile: dict, aux_channels: dict, encoders: dict) -> tuple:
+def fusion_options(profile: dict, encoders: dict) -> tuple:
     """Config updates that apply the profile's s* and this run's encoder settings to the demo config.
 
     Returns (updates, stride). The demo trains the paper's pairing (DINOv3 master, SAM2 auxiliary); when the profile
@@ -97,10 +111,7 @@ def fusion_options(profile: dict, aux_channels: dict, encoders: dict) -> tuple:
               'With random weights a profile says little about the encoders; the demo keeps the paper\'s D3S2 '
               f'pairing and injects SAM2 at its EF peak, OS{stride}.')
     return {
-        'model.backbone.aux_strides': (stride, ),
-        'model.neck.aux_strides': (stride, ),
-        'model.neck.aux_channels': (aux_channels[stride], ),
-        'model.neck.inject_stride': stride,
+        'model.backbone.inject_stride': stride,
         'model.backbone.master': dict(encoders['dinov3'], _delete_=True),
         'model.backbone.auxiliary': dict(encoders['sam2'], _delete_=True),
     }, stride
@@ -108,15 +119,39 @@ def fusion_options(profile: dict, aux_channels: dict, encoders: dict) -> tuple:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out-dir', default=osp.join(ROOT, 'demo_output'), help='report folder')
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'demo_cityscapes'))
+    parser.add_argument('--out-dir', default=osp.join(ROOT, 'demo_output'),
+                        help='report folder: new, empty, or an earlier report of the demo')
+    parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'demo_cityscapes'),
+                        help='synthetic scenes: new, empty, or written by an earlier demo run (then reused)')
     parser.add_argument('--iters', type=int, default=None, help='training iterations (default: 30; smoke: 2)')
     parser.add_argument('--profile-images', type=int, default=None, help='images to profile (default 4; smoke 2)')
     parser.add_argument('--smoke', action='store_true', help='toy encoder sizes and images (for tests)')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> dict:
+def prepare_folders(out: str, data_root: str) -> bool:
+    """Check both folders before anything is written, then clear the previous report's outputs.
+
+    Returns:
+        bool: Whether ``data_root`` holds the complete synthetic scenes of an earlier run (reused as they are).
+
+    Raises:
+        UserError: a folder holds files the demo did not write (nothing is deleted).
+    """
+    ann_val = osp.join(data_root, 'annotations', 'instancesonly_filtered_gtFine_val.json')
+    ours = is_owned(data_root, SYNTHETIC_KIND)
+    if not ours and osp.exists(data_root) and (not osp.isdir(data_root) or os.listdir(data_root)):
+        raise UserError(f'--data-root {data_root} holds files the demo did not write (no .mmfusion-{SYNTHETIC_KIND} '
+                        'in it), e.g. a real dataset; pass --data-root a new or empty folder for the synthetic scenes '
+                        '(nothing was changed)')
+    claim_dir(out, 'demo', '--out-dir', create=False)
+    remove_outputs(out, 'demo', OUTPUTS, '--out-dir')
+    claim_dir(out, 'demo', '--out-dir')
+    return ours and osp.isfile(ann_val)
+
+
+def _main(argv) -> dict:
     args = parse_args(argv)
     t0 = time.time()
     smoke = args.smoke
@@ -124,9 +159,8 @@ def main(argv=None) -> dict:
     n_prof = args.profile_images or (2 if smoke else 4)
     size = (64, 128) if smoke else (256, 512)
     out = osp.abspath(args.out_dir)
-    if osp.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    data_root = osp.abspath(args.data_root)
+    reuse_data = prepare_folders(out, data_root)
     py = sys.executable
 
     weights = find_weights()
@@ -139,10 +173,9 @@ def main(argv=None) -> dict:
     else:
         print('using pretrained weights: ' + ', '.join(f'{k}={v}' for k, v in weights.items()))
 
-    # 1. data
-    data_root = osp.abspath(args.data_root)
+    # 1. data (an incomplete earlier dataset of the demo is replaced; the generator refuses anything else)
     ann_val = osp.join(data_root, 'annotations', 'instancesonly_filtered_gtFine_val.json')
-    if not osp.isfile(ann_val):
+    if not reuse_data:
         banner(f'1/5 generating synthetic Cityscapes-format scenes in {data_root}')
         from mmfusion.datasets.synthetic_cityscapes import generate_synthetic_cityscapes
         generate_synthetic_cityscapes(data_root, num_train=8 if smoke else 16, num_val=2 if smoke else 4,
@@ -161,8 +194,7 @@ def main(argv=None) -> dict:
     # the demo config with this run's data, weights and sizes (dumped: the tools below read it)
     from mmengine.config import Config
 
-    import mmfusion  # noqa: F401
-    from mmfusion.registry import MODELS
+    import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
     encoders = encoder_configs(weights, smoke)
     enc_file = osp.join(out, 'encoders.py')
     with open(enc_file, 'w') as f:
@@ -198,15 +230,10 @@ def main(argv=None) -> dict:
         profile = json.load(f)
     selection = profile['selection']
 
-    # the auxiliary's channels per stride, read off the encoder itself
-    aux = MODELS.build(dict(encoders['sam2'], checkpoint=None))
-    aux_channels = dict(zip(aux.out_strides, aux.out_channels))
-    del aux
-
     # 3. train
     banner(f'3/5 training the fused model for {iters} iterations (tools/train.py, {osp.relpath(DEMO_CONFIG, ROOT)})')
     train_dir = osp.join(out, 'train')
-    updates, stride = fusion_options(profile, aux_channels, encoders)
+    updates, stride = fusion_options(profile, encoders)
     cfg.merge_from_dict(updates)
     cfg.dump(cfg_dump)
     run([py, osp.join(ROOT, 'tools', 'train.py'), cfg_dump, '--work-dir', train_dir], osp.join(out, 'train.log'))
@@ -264,7 +291,7 @@ def _last_metrics(test_dir: str) -> dict:
                 rec = json.loads(line)
                 metrics.update({k: v for k, v in rec.items() if '/' in k})
     if not metrics:
-        sys.exit(f'error: tools/test.py wrote no metrics under {test_dir}')
+        raise UserError(f'tools/test.py wrote no metrics under {test_dir}; see test.log beside it')
     return metrics
 
 
@@ -286,6 +313,11 @@ def _write_readme(out: str, summary: dict) -> None:
               '', f'Total time: {summary["seconds"]} s.', '']
     with open(osp.join(out, 'README.md'), 'w') as f:
         f.write('\n'.join(lines))
+
+
+def main(argv=None) -> dict:
+    """Run the demo; returns its summary. Expected failures print one ``error:`` line and exit with status 2."""
+    return run_tool(_main, argv)
 
 
 if __name__ == '__main__':

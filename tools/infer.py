@@ -1,39 +1,64 @@
 """Run an mmfusion model on an image, a folder of images or a video and write overlays.
 
-    python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir outputs/ [--device cuda] [--cfg-options ...]
+    python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir outputs/ [--device cuda] [--max-side 4096]
+        [--cfg-options ...] [--debug]
 
 INPUT: an image file, a folder of images, or a video file (.mp4/.avi/...). Images: overlays in OUT_DIR/vis/ and
-predictions in OUT_DIR/preds/ (instance/panoptic) ; video: OUT_DIR/<name>_overlay.mp4.
+predictions in OUT_DIR/preds/ (instance/panoptic) ; video: OUT_DIR/<name>_overlay.mp4. OUT_DIR must be new, empty,
+or an earlier OUT_DIR of this tool. In a folder, an image that cannot be read is skipped with a warning; an image
+larger than --max-side is read at the size the test pipeline resizes it to (a note says so).
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 
-from mmfusion.apis.inference import VIDEO_EXTS, FusionInferencer
+from mmfusion.apis.inference import DEFAULT_MAX_SIDE, VIDEO_EXTS, FusionInferencer
+from mmfusion.apis.runner_utils import add_debug_arg, run_tool
+from mmfusion.utils.errors import UserError
+from mmfusion.utils.fileio import claim_dir
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('input', help='image, folder of images, or video')
-    parser.add_argument('--out-dir', default='outputs')
+    parser.add_argument('--out-dir', default='outputs', help='output folder (new, empty, or made by this tool)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--max-frames', type=int, default=None, help='video: stop after this many frames')
+    parser.add_argument('--max-side', type=int, default=DEFAULT_MAX_SIDE,
+                        help=f'images with a longer side are read downscaled (default: {DEFAULT_MAX_SIDE} px)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    args = parser.parse_args(argv)
+    add_debug_arg(parser)
+    return parser.parse_args(argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
     if not osp.exists(args.input):
-        sys.exit(f'error: input not found: {args.input}')
-    infer = FusionInferencer(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options)
+        raise UserError(f'input not found: {args.input}; pass an image, a folder of images or a video')
+    if not osp.isfile(args.checkpoint):
+        raise UserError(f'checkpoint not found: {args.checkpoint}; pass the .pth written by tools/train.py')
+    claim_dir(args.out_dir, 'infer', '--out-dir', create=False)  # refuse a user's folder before building
+    infer = FusionInferencer(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
+                             max_side=args.max_side)
+    claim_dir(args.out_dir, 'infer', '--out-dir')
     if args.input.lower().endswith(VIDEO_EXTS):
         out = osp.join(args.out_dir, osp.splitext(osp.basename(args.input))[0] + '_overlay.mp4')
         n = infer.video(args.input, out, max_frames=args.max_frames)
         print(f'wrote {out} ({n} frames)')
-    else:
-        infer(args.input, out_dir=args.out_dir)
-        print(f'wrote overlays to {osp.join(args.out_dir, "vis")}')
+        return dict(video=out, frames=n)
+    result = infer(args.input, out_dir=args.out_dir)
+    done = len(result['predictions'])
+    skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
+    print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped}')
+    return result
+
+
+def main(argv=None):
+    """Predict; returns the inferencer's result. Expected failures print one ``error:`` line and exit with 2."""
+    return run_tool(_main, argv)
 
 
 if __name__ == '__main__':

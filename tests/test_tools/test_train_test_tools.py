@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import mmfusion  # noqa: F401
+import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from tests._fusion_cfg import shrink_fusion_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -44,8 +44,12 @@ def tiny_flagship(data_root: str, out: str, max_iters: int = 2) -> str:
         dl.update(batch_size=2 if loader == 'train_dataloader' else 1, num_workers=0, persistent_workers=False)
         dl.dataset.update(data_root=data_root, pipeline=pipe, filter_cfg=dict(filter_empty_gt=True, min_size=0))
     for ev in ('val_evaluator', 'test_evaluator'):
-        cfg[ev][0].ann_file = data_root + 'annotations/instancesonly_filtered_gtFine_val.json'
-        cfg[ev][1].update(seg_prefix=data_root + 'gtFine/val', outfile_prefix=osp.join(osp.dirname(out), 'csmetric'))
+        for metric in cfg[ev]:  # the COCO json, the Cityscapes gtFine folder, wherever a metric reads them
+            if 'ann_file' in metric:
+                metric.ann_file = data_root + 'annotations/instancesonly_filtered_gtFine_val.json'
+            if 'seg_prefix' in metric:
+                metric.update(seg_prefix=data_root + 'gtFine/val',
+                              outfile_prefix=osp.join(osp.dirname(out), 'csmetric'))
     cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters)
     cfg.param_scheduler.end = max_iters
     cfg.default_hooks.checkpoint.interval = 2
@@ -99,18 +103,24 @@ def test_train_resume_and_test(cityscapes_root, tmp_path):
     assert len(vis) == 2  # one overlay per val image
 
 
-def test_train_rejects_missing_config(tmp_path):
-    with pytest.raises(FileNotFoundError, match='config file not found'):
+def test_train_rejects_missing_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
         _train([str(tmp_path / 'nope.py')])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f'error: config file not found: {tmp_path / "nope.py"}; pass an existing '
+                                       'config (they live under configs/)\n')
 
 
-def test_missing_checkpoint_stops_with_instructions(cityscapes_root, tmp_path):
-    cfg = Config.fromfile(FLAGSHIP)
+def test_missing_pretrained_weights_stop_init_weights_with_instructions():
+    """Building reads no file; the missing default checkpoint is named when the weights load."""
+    from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
-    from mmdet.registry import MODELS
+    cfg = Config.fromfile(FLAGSHIP)
+    shrink_fusion_model(cfg.model, keep_checkpoints=True)
+    model = MODELS.build(cfg.model)
     with pytest.raises(FileNotFoundError, match='checkpoints/dinov3_vitb16'):
-        MODELS.build(cfg.model)
+        model.init_weights()
 
 
 @pytest.mark.slow

@@ -1,0 +1,191 @@
+"""mmfusion.apis.runner_utils: the one-line guard, config-key and data checks, and the checkpoint-fit check."""
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+from torch import nn
+
+from mmfusion.apis.checkpoint_fit import checkpoint_mismatch
+from mmfusion.apis.runner_utils import check_cfg_options, check_data, run_tool
+from mmfusion.utils.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+class _Net(nn.Module):
+    """100 parameter tensors: 50 linear layers 2->2 (weight + bias)."""
+
+    def __init__(self, width: int = 2, layers: int = 50) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+
+
+# --- run_tool ---------------------------------------------------------------------------------------------------
+
+
+def _fails_with(exc):
+    def main(argv):
+        raise exc
+    return main
+
+
+def test_run_tool_prints_one_line_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_tool(_fails_with(UserError('data folder not found: x;\n  make it')), [])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == 'error: data folder not found: x; make it\n'
+
+
+def test_run_tool_names_the_program_when_asked(capsys):
+    with pytest.raises(SystemExit):
+        run_tool(_fails_with(FileNotFoundError('no weights')), [], prog='tool.py')
+    assert capsys.readouterr().err == 'tool.py: error: no weights\n'
+
+
+def test_run_tool_keeps_the_traceback_with_debug(monkeypatch):
+    with pytest.raises(UserError, match='bad'):
+        run_tool(_fails_with(UserError('bad')), ['--debug'])
+    monkeypatch.setenv('MMFUSION_DEBUG', '1')
+    with pytest.raises(UserError, match='bad'):
+        run_tool(_fails_with(UserError('bad')), [])
+
+
+def test_run_tool_lets_a_bug_through():
+    with pytest.raises(ZeroDivisionError):
+        run_tool(_fails_with(ZeroDivisionError('bug')), [])
+
+
+def test_run_tool_returns_what_main_returns():
+    assert run_tool(lambda argv: argv + ['ok'], ['a']) == ['a', 'ok']
+
+
+# --- --cfg-options ----------------------------------------------------------------------------------------------
+
+
+def _cfg():
+    return Config(dict(model=dict(neck=dict(type='N', out=4), backbone=dict(type='B')),
+                       test_evaluator=[dict(type='M', ann_file='a.json')], train_cfg=dict(max_iters=10)))
+
+
+def test_cfg_option_with_a_misspelt_parent_is_refused_with_a_suggestion():
+    with pytest.raises(UserError, match=r'^--cfg-options model.nekc.out: the config has no model.nekc \(did you mean '
+                       r'model.neck\?\); fix the key$'):
+        check_cfg_options(_cfg(), {'model.nekc.out': 8})
+
+
+def test_cfg_option_list_index_out_of_range_is_refused():
+    with pytest.raises(UserError, match=r'test_evaluator is a list of 1; use an index 0..0'):
+        check_cfg_options(_cfg(), {'test_evaluator.3.ann_file': 'b.json'})
+
+
+def test_cfg_option_below_a_value_is_refused():
+    with pytest.raises(UserError, match='train_cfg.max_iters is 10, not a dict or a list'):
+        check_cfg_options(_cfg(), {'train_cfg.max_iters.x': 1})
+
+
+def test_cfg_option_new_leaf_is_accepted_with_a_note(capsys):
+    check_cfg_options(_cfg(), {'model.neck.new_arg': 1, 'test_evaluator.0.ann_file': 'b.json'})
+    err = capsys.readouterr().err
+    assert err == 'note: --cfg-options model.neck.new_arg adds a key the config does not have\n'
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+
+def _data_cfg(root):
+    ds = dict(type='CityscapesDataset', data_root=root, ann_file='annotations/instancesonly_filtered_gtFine_val.json',
+              data_prefix=dict(img='leftImg8bit/val/'))
+    return Config(dict(test_dataloader=dict(dataset=ds),
+                       test_evaluator=[dict(type='CocoMetric', ann_file=root + 'annotations/'
+                                            'instancesonly_filtered_gtFine_val.json')]))
+
+
+def test_missing_data_root_names_it_and_how_to_get_one(tmp_path):
+    root = str(tmp_path / 'cityscapes') + '/'
+    with pytest.raises(UserError, match=r'data folder not found: .*cityscapes/ \(test_dataloader.dataset.data_root\);'
+                       r'.*make_synthetic_cityscapes.py'):
+        check_data(_data_cfg(root), 'test')
+
+
+def test_missing_annotation_file_names_the_converter(tmp_path):
+    (tmp_path / 'leftImg8bit' / 'val').mkdir(parents=True)
+    with pytest.raises(UserError, match=r'annotation file not found: .*instancesonly_filtered_gtFine_val.json '
+                       r'\(test_dataloader.dataset.ann_file\); create it with: python '
+                       r'tools/dataset_converters/cityscapes.py'):
+        check_data(_data_cfg(str(tmp_path) + '/'), 'test')
+
+
+def test_missing_image_folder_is_named(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations' / 'instancesonly_filtered_gtFine_val.json').write_text('{}')
+    with pytest.raises(UserError, match=r'data folder not found: .*leftImg8bit/val/ '
+                       r'\(test_dataloader.dataset.data_prefix.img\)'):
+        check_data(_data_cfg(str(tmp_path) + '/'), 'test')
+
+
+def test_missing_train_ids_pngs_name_the_converter(tmp_path):
+    (tmp_path / 'gtFine' / 'train' / 'a').mkdir(parents=True)
+    (tmp_path / 'gtFine' / 'train' / 'a' / 'x_gtFine_labelIds.png').write_bytes(b'')
+    (tmp_path / 'leftImg8bit' / 'train').mkdir(parents=True)
+    ds = dict(type='CityscapesDataset', data_root=str(tmp_path), seg_map_suffix='_gtFine_labelTrainIds.png',
+              data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'))
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=ds))))
+    with pytest.raises(UserError, match=r'no \*_gtFine_labelTrainIds.png file under .*gtFine/train '
+                       r'\(train_dataloader.dataset.dataset.seg_map_suffix\); create it with: .*cityscapes.py'):
+        check_data(cfg, 'train')
+
+
+def test_complete_data_passes(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations' / 'instancesonly_filtered_gtFine_val.json').write_text('{}')
+    (tmp_path / 'leftImg8bit' / 'val').mkdir(parents=True)
+    assert check_data(_data_cfg(str(tmp_path) + '/'), 'test') is None
+
+
+# --- checkpoint fit ---------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_of_the_same_model_fits():
+    assert checkpoint_mismatch(_Net(), {'state_dict': _Net().state_dict()}) == (None, None)
+
+
+def test_checkpoint_with_other_shapes_is_refused():
+    refusal, _ = checkpoint_mismatch(_Net(width=2), {'state_dict': _Net(width=3).state_dict()})
+    assert refusal.startswith('100 of 100 weights have another shape (checkpoint vs model: '
+                              'layers.0.weight (3, 3) vs (2, 2), layers.0.bias (3,) vs (2,), ')
+
+
+def test_one_missing_weight_in_a_hundred_is_a_note_two_are_refused():
+    state = _Net().state_dict()
+    del state['layers.7.bias']
+    refusal, note = checkpoint_mismatch(_Net(), state)  # a bare state dict is accepted too
+    assert refusal is None and note == "1 of the model's 100 weights are missing (layers.7.bias)"
+    del state['layers.8.bias']
+    refusal, _ = checkpoint_mismatch(_Net(), state)
+    assert refusal == "2 of the model's 100 weights are missing (layers.7.bias, layers.8.bias)"
+
+
+def test_checkpoint_of_another_model_lists_missing_and_unknown_keys():
+    other = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)).state_dict()
+    refusal, _ = checkpoint_mismatch(_Net(layers=2), other)
+    assert refusal == ("4 of the model's 4 weights are missing (layers.0.weight, layers.0.bias, layers.1.weight, ...); "
+                       '4 checkpoint weights are unknown to the model (0.weight, 0.bias, 1.weight, ...)')
+
+
+def test_checkpoint_from_a_wrapped_model_fits():
+    state = {'module.' + k: v for k, v in _Net().state_dict().items()}
+    assert checkpoint_mismatch(_Net(), {'state_dict': state}) == (None, None)
+
+
+def test_tool_failure_reaches_stderr_as_one_line_without_traceback(tmp_path):
+    """Through a real interpreter: the line and exit status a shell sees."""
+    code = ('from mmfusion.apis.runner_utils import run_tool\n'
+            'from mmfusion.utils.errors import UserError\n'
+            'def main(argv): raise UserError("config file not found: x.py; pass an existing config")\n'
+            'run_tool(main)\n')
+    env = dict(os.environ, MMFUSION_DEBUG='0', PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                         timeout=120)
+    assert res.returncode == 2
+    assert res.stderr == 'error: config file not found: x.py; pass an existing config\n'
