@@ -1,25 +1,21 @@
 """DINOv3 ViT as a multi-stride backbone, on top of ``transformers``' ``DINOv3ViTModel``.
 
 The ViT itself is ``transformers``' model (embeddings, RoPE, blocks, final norm); this module pads the input, runs
-the blocks it needs, and turns the stride-16 patch tokens into a pyramid with one of three named builders:
+the blocks it needs, and turns the stride-16 patch tokens into a pyramid with one of the named builders of
+:mod:`.vit_pyramids` (``'paper'``, SPEC §5's reference pyramid; ``'simple_fpn'``, ViTDet's; ``'multilayer'``, one
+block per level, each normed with the final norm as transformers' backbone does).
 
-- ``'paper'``: SPEC §5, the reference's pyramid. The last block's normed patch tokens, resampled (nearest) to
-  every stride, then a new 1x1 conv per level to ``128 * s / 4`` channels (128/256/512/1024 for OS 4/8/16/32).
-  ``project=False`` drops the convs (a parameter-free pyramid of the raw features, for profiling).
-- ``'simple_fpn'``: ViTDet's simple feature pyramid from the last block: transposed convs for strides below 16,
-  identity at 16, max-pooling above; then 1x1 conv + LayerNorm + 3x3 conv + LayerNorm per level.
-- ``'multilayer'``: one block output per level (normed with the final norm, as transformers' backbone does), each
-  resized (bilinear) to its stride, optionally projected by a 1x1 conv.
+This class reads Meta's official DINOv3 ``.pth`` as well as Hugging Face folders (converting Meta's key layout, see
+:mod:`.checkpoint_io`); :class:`~mmfusion.models.backbones.HFBackbone` reads Hugging Face folders only, of any
+family, with the same pyramids.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
@@ -35,6 +31,7 @@ from .checkpoint_io import (
     safe_load_file,
     unwrap_state_dict,
 )
+from .vit_pyramids import build_pyramid
 
 # Released DINOv3 ViTs (LVD-1689M pretraining), as DINOv3ViTConfig fields; the rest stay at transformers' defaults
 # (patch 16, LayerScale 1.0, LayerNorm eps 1e-5, RoPE theta 100, query/value bias, no key bias), which are the
@@ -100,173 +97,6 @@ def dinov3_config(arch: Union[str, dict]) -> DINOv3ViTConfig:
         # DINOv3ViTConfig silently keeps unknown kwargs, so a typo would otherwise go unnoticed.
         raise KeyError(f'Not DINOv3ViTConfig fields: {unknown}')
     return DINOv3ViTConfig(**fields)
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map (ViTDet's norm in the simple feature pyramid)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-def _level_sizes(padded_hw: Tuple[int, int], strides: Sequence[int]) -> List[Tuple[int, int]]:
-    return [(math.ceil(padded_hw[0] / s), math.ceil(padded_hw[1] / s)) for s in strides]
-
-
-def _channels_per_level(channels, strides: Sequence[int], default) -> Tuple[int, ...]:
-    if channels is None:
-        return tuple(default(s) for s in strides)
-    if isinstance(channels, int):
-        return (channels, ) * len(strides)
-    channels = tuple(int(c) for c in channels)
-    if len(channels) != len(strides):
-        raise ValueError(f'channels {channels} must have one entry per stride {tuple(strides)}')
-    return channels
-
-
-class PaperPyramid(nn.Module):
-    """SPEC §5: the last block's normed map, resampled (nearest) to each stride, then a 1x1 conv per level.
-
-    Args:
-        embed_dim (int): ViT width.
-        num_layers (int): ViT depth (the map is taken after the last block).
-        out_strides (Sequence[int]): Output strides.
-        channels (int | Sequence[int], optional): Channels per level. Defaults to None, i.e. ``128 * s / 4`` as in
-            the reference (128/256/512/1024 for OS 4/8/16/32).
-        project (bool): Apply the 1x1 convs. False gives the raw ViT features at every stride (``embed_dim``
-            channels, no parameters). Defaults to True.
-        skip (Sequence[int]): Strides not computed (None in the output, no parameters). Defaults to ().
-    """
-
-    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], channels=None,
-                 project: bool = True, skip: Sequence[int] = ()):
-        super().__init__()
-        self.out_strides = tuple(out_strides)
-        self.skip = frozenset(skip)
-        self.taps = (num_layers - 1, )
-        if project:
-            self.out_channels = _channels_per_level(channels, out_strides, lambda s: 128 * s // 4)
-            self.convs = nn.ModuleList(
-                nn.Identity() if s in self.skip else nn.Conv2d(embed_dim, c, 1)
-                for s, c in zip(self.out_strides, self.out_channels))
-        else:
-            if channels is not None:
-                raise ValueError('channels cannot be set when project=False')
-            self.out_channels = (embed_dim, ) * len(out_strides)
-            self.convs = None
-
-    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Tensor]:
-        feat = maps[self.taps[0]]
-        outs = []
-        for i, size in enumerate(_level_sizes(padded_hw, self.out_strides)):
-            if self.out_strides[i] in self.skip:
-                outs.append(None)
-                continue
-            level = feat if tuple(feat.shape[-2:]) == size else F.interpolate(feat, size=size, mode='nearest')
-            outs.append(self.convs[i](level) if self.convs is not None else level)
-        return outs
-
-
-class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's simple feature pyramid (Li et al., 2022) from the last block's normed map.
-
-    Strides below the patch size are reached by stride-2 transposed convs (LayerNorm + GELU between two of them),
-    the patch stride is the identity, larger strides are max-pooled (``ceil_mode`` so odd grids keep their last
-    row). Every level then gets a 1x1 conv + LayerNorm + 3x3 conv + LayerNorm.
-
-    Args:
-        embed_dim (int): ViT width.
-        num_layers (int): ViT depth.
-        patch_size (int): ViT patch size (the stride of the tokens).
-        out_strides (Sequence[int]): Output strides; each a power-of-two multiple or fraction of ``patch_size``.
-        channels (int | Sequence[int], optional): Channels per level. Defaults to None, i.e. 256 (ViTDet).
-        skip (Sequence[int]): Strides not computed (None in the output, no parameters). Defaults to ().
-    """
-
-    def __init__(self, embed_dim: int, num_layers: int, patch_size: int, out_strides: Sequence[int], channels=None,
-                 skip: Sequence[int] = ()):
-        super().__init__()
-        self.out_strides = tuple(out_strides)
-        self.skip = frozenset(skip)
-        self.taps = (num_layers - 1, )
-        self.out_channels = _channels_per_level(channels, out_strides, lambda s: 256)
-        self.scales = nn.ModuleList()
-        for stride, out_c in zip(out_strides, self.out_channels):
-            ratio = math.log2(stride / patch_size)
-            if ratio != int(ratio):
-                raise ValueError(f'simple_fpn needs strides that are power-of-two multiples of the patch size '
-                                 f'{patch_size}, got {stride}')
-            layers: List[nn.Module] = []
-            dim = embed_dim
-            for k in range(max(0, -int(ratio))):
-                if k:
-                    layers += [LayerNorm2d(dim), nn.GELU()]
-                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
-                dim //= 2
-            if ratio > 0:
-                layers.append(nn.MaxPool2d(2**int(ratio), ceil_mode=True))
-            layers += [
-                nn.Conv2d(dim, out_c, 1, bias=False), LayerNorm2d(out_c),
-                nn.Conv2d(out_c, out_c, 3, padding=1, bias=False), LayerNorm2d(out_c)
-            ]
-            self.scales.append(nn.Identity() if stride in self.skip else nn.Sequential(*layers))
-
-    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Optional[Tensor]]:
-        feat = maps[self.taps[0]]
-        return [None if s in self.skip else scale(feat) for s, scale in zip(self.out_strides, self.scales)]
-
-
-class MultiLayerPyramid(nn.Module):
-    """One block output per level, normed by the final norm, resized (bilinear) to the level's stride.
-
-    Args:
-        embed_dim (int): ViT width.
-        num_layers (int): ViT depth.
-        out_strides (Sequence[int]): Output strides.
-        layers (Sequence[int], optional): Block index (0-based) per level, finest stride first. Defaults to None,
-            i.e. evenly spaced ending at the last block (2, 5, 8, 11 for 12 blocks and 4 levels).
-        channels (int | Sequence[int], optional): 1x1-conv projection per level. Defaults to None (no projection,
-            ``embed_dim`` channels, no parameters).
-        skip (Sequence[int]): Strides not computed (None in the output, no parameters; blocks read only by them
-            are not run). Defaults to ().
-    """
-
-    def __init__(self, embed_dim: int, num_layers: int, out_strides: Sequence[int], layers=None, channels=None,
-                 skip: Sequence[int] = ()):
-        super().__init__()
-        self.out_strides = tuple(out_strides)
-        self.skip = frozenset(skip)
-        n = len(out_strides)
-        if layers is None:
-            layers = [math.ceil((i + 1) * num_layers / n) - 1 for i in range(n)]
-        self.level_taps = tuple(int(i) for i in layers)
-        if len(self.level_taps) != n or not all(0 <= i < num_layers for i in self.level_taps):
-            raise ValueError(f'layers {tuple(layers)} must give one block index in [0, {num_layers}) per stride '
-                             f'{tuple(out_strides)}')
-        self.taps = tuple(t for t, s in zip(self.level_taps, self.out_strides) if s not in self.skip)
-        if channels is None:
-            self.out_channels = (embed_dim, ) * n
-            self.convs = None
-        else:
-            self.out_channels = _channels_per_level(channels, out_strides, None)
-            self.convs = nn.ModuleList(
-                nn.Identity() if s in self.skip else nn.Conv2d(embed_dim, c, 1)
-                for s, c in zip(self.out_strides, self.out_channels))
-
-    def forward(self, maps: Dict[int, Tensor], padded_hw: Tuple[int, int]) -> List[Optional[Tensor]]:
-        outs = []
-        for i, (tap, size) in enumerate(zip(self.level_taps, _level_sizes(padded_hw, self.out_strides))):
-            if self.out_strides[i] in self.skip:
-                outs.append(None)
-                continue
-            feat = maps[tap]
-            if tuple(feat.shape[-2:]) != size:
-                feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
-            outs.append(self.convs[i](feat) if self.convs is not None else feat)
-        return outs
-
-
-PYRAMIDS = {'paper': PaperPyramid, 'simple_fpn': SimpleFeaturePyramid, 'multilayer': MultiLayerPyramid}
 
 
 @MODELS.register_module()
@@ -364,15 +194,8 @@ class DINOv3ViT(VFMBackbone):
     pretrained_modules = ('vit', )
 
     def _build_pyramid(self, pyramid: Union[str, dict], config: DINOv3ViTConfig) -> nn.Module:
-        cfg = dict(type=pyramid) if isinstance(pyramid, str) else dict(pyramid)
-        kind = cfg.pop('type', None)
-        if kind not in PYRAMIDS:
-            raise KeyError(f'Unknown pyramid {kind!r}; choose one of {sorted(PYRAMIDS)}')
-        common = dict(embed_dim=config.hidden_size, num_layers=config.num_hidden_layers, out_strides=self.out_strides,
-                      skip=self.skip_strides)
-        if kind == 'simple_fpn':
-            common['patch_size'] = self.patch_size
-        return PYRAMIDS[kind](**common, **cfg)
+        return build_pyramid(pyramid, embed_dim=config.hidden_size, num_layers=config.num_hidden_layers,
+                             patch_size=self.patch_size, out_strides=self.out_strides, skip=self.skip_strides)
 
     def _how_to_get(self) -> str:
         if self.arch in _HUB_IDS:
