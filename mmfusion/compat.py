@@ -179,6 +179,8 @@ def checkpoint_problem(path: str) -> Optional[str]:
     Returns:
         str | None: e.g. ``'is truncated or not a checkpoint (File is not a zip file)'``.
     """
+    if osp.isdir(path):
+        return None  # a sharded checkpoint (a folder per checkpoint): its strategy checks it
     if not osp.isfile(path):
         return 'does not exist'
     if osp.getsize(path) == 0:
@@ -255,32 +257,39 @@ def resume_checkpoint(work_dir: str, logger=None) -> Optional[str]:
                                  'intact; start a new run or pass a good checkpoint with --resume PATH')
 
 
-def _patch_checkpoint_safety() -> None:
-    from mmengine.fileio.backends.local_backend import LocalBackend
-    from mmengine.runner import Runner
-    if getattr(LocalBackend.put, '_mmfusion_wrapped', False):
-        return
-    _atomic_put._mmfusion_wrapped = True
-    LocalBackend.put = _atomic_put
+def _checked_load_or_resume(stock):
+    """``load_or_resume`` of a Runner (or FlexibleRunner) that checks the checkpoint it resumes from first."""
 
-    stock_load_or_resume = Runner.load_or_resume
-
-    @functools.wraps(stock_load_or_resume)
+    @functools.wraps(stock)
     def load_or_resume(self) -> None:
         if not self._has_loaded and self._resume:
-            if self._load_from is None:
+            # FlexibleRunner also takes the path as ``resume=PATH``.
+            explicit = self._resume if isinstance(self._resume, str) else self._load_from
+            if explicit is None:
                 latest = resume_checkpoint(self.work_dir, self.logger)
                 if latest is not None:
                     self.logger.info(f'Auto resumed from the latest intact checkpoint {latest}.')
                     self._load_from = latest
-            elif _is_local(self._load_from):
-                problem = checkpoint_problem(self._load_from)
+            elif _is_local(explicit):
+                problem = checkpoint_problem(explicit)
                 if problem is not None:
-                    raise CorruptCheckpointError(f'cannot resume from {self._load_from}: it {problem}; pass an intact '
+                    raise CorruptCheckpointError(f'cannot resume from {explicit}: it {problem}; pass an intact '
                                                  'checkpoint (e.g. an earlier one) to --resume')
-        return stock_load_or_resume(self)
+        return stock(self)
 
-    Runner.load_or_resume = load_or_resume
+    load_or_resume._mmfusion_wrapped = True
+    return load_or_resume
+
+
+def _patch_checkpoint_safety() -> None:
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.runner import FlexibleRunner, Runner
+    if getattr(LocalBackend.put, '_mmfusion_wrapped', False):
+        return
+    _atomic_put._mmfusion_wrapped = True
+    LocalBackend.put = _atomic_put
+    for runner_cls in (Runner, FlexibleRunner):
+        runner_cls.load_or_resume = _checked_load_or_resume(runner_cls.load_or_resume)
 
 
 def apply() -> None:

@@ -30,8 +30,8 @@ class _TinySet(Dataset):
         return dict(x=torch.full((2, ), float(i)), y=torch.zeros(1))
 
 
-def tiny_runner(work_dir, max_iters, **kwargs):
-    return Runner(
+def tiny_runner(work_dir, max_iters, runner_cls=Runner, **kwargs):
+    return runner_cls(
         model=_TinyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(

@@ -199,3 +199,11 @@ def test_empty_last_checkpoint_is_refused_in_one_line(tmp_path):
         tiny_runner(tmp_path, max_iters=3, resume=True).train()
     msg = str(info.value)
     assert msg.startswith(f'{tmp_path}/last_checkpoint is empty') and '\n' not in msg
+
+
+def test_flexible_runner_resume_is_checked_too(tmp_path):
+    from mmengine.runner import FlexibleRunner
+    tiny_runner(tmp_path, max_iters=2).train()
+    (tmp_path / 'last_checkpoint').write_text('')
+    with pytest.raises(CorruptCheckpointError, match='last_checkpoint is empty'):
+        tiny_runner(tmp_path, max_iters=3, runner_cls=FlexibleRunner, resume=True).train()

@@ -4,4 +4,4 @@
 _base_ = ['../mask2former_d3s2_cityscapes.py']
 
 model = dict(backbone=dict(freeze_auxiliary=False))
-custom_hooks = [dict(type='mmfusion.SCEFHook', interval=5000)]
+custom_hooks = [dict(type='mmfusion.SCEFHook', interval=5000), dict(type='mmfusion.RNGStateHook')]

@@ -50,6 +50,7 @@ def main() -> None:
         from mmengine.runner import Runner
         cfg = Config.fromfile(args.config)
         cfg.work_dir, cfg.resume = args.work_dir, args.resume
+        cfg.randomness = dict(seed=0)  # the same seed in every run compared (a config without one draws it)
         cfg.train_cfg.max_iters = args.max_iters
         cfg.default_hooks.checkpoint.interval = args.interval
         cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] != 'mmfusion.RNGStateHook'] + hooks
