@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 from tests._m2f import shrink_mask2former_head
+from tests.test_models.test_backbones.hf_utils import tiny_hf_config
 from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
 
 
@@ -15,6 +16,11 @@ def shrink_encoder(enc: dict, keep_checkpoint: bool = False) -> dict:
         enc['arch'] = dict(TINY_VIT)
     elif enc['type'] == 'mmfusion.SAM2Hiera':
         enc['arch'] = dict(TINY_HIERA)
+    elif enc['type'] == 'mmfusion.HFBackbone':
+        # The architecture a shipped config states in config= (building reads no file), tiny.
+        if not enc.get('config'):
+            raise AssertionError('a shipped HFBackbone states its architecture in config=dict(model_type=...)')
+        enc['config'] = tiny_hf_config(enc['config']['model_type'])
     else:
         raise AssertionError(f'unexpected encoder {enc["type"]}')
     return enc

@@ -58,8 +58,8 @@ fusion_paramwise_cfg = dict(
         'level_embed': dict(lr_mult=1.0, decay_mult=0.0),
     },
     norm_decay_mult=0.0,
-    no_decay_keys=('cls_token', 'register_tokens', 'mask_token', 'pos_embed', 'position_embeddings', 'level_embed',
-                   'query_embed', 'query_feat'))
+    no_decay_keys=('cls_token', 'register_tokens', 'mask_token', 'class_embedding', 'pos_embed', 'position_embedding',
+                   'relative_position_bias_table', 'rel_pos_h', 'rel_pos_w', 'level_embed', 'query_embed', 'query_feat'))
 fusion_optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor', paramwise_cfg=fusion_paramwise_cfg)
 
 # Single-encoder baselines (replace the recipe's ResNet).

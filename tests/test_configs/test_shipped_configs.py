@@ -21,8 +21,8 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), r
                  if f'{osp.sep}_base_{osp.sep}' not in p)
 IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
 # Names of the parameters that are tokens or position/level/query embeddings (SPEC §7: no weight decay).
-EMBEDDING_NAMES = ('cls_token', 'register_tokens', 'mask_token', 'pos_embed', 'position_embeddings', 'level_embed',
-                   'query_embed', 'query_feat')
+EMBEDDING_NAMES = ('cls_token', 'register_tokens', 'mask_token', 'class_embedding', 'pos_embed', 'position_embedding',
+                   'relative_position_bias_table', 'rel_pos_h', 'rel_pos_w', 'level_embed', 'query_embed', 'query_feat')
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 

@@ -114,6 +114,10 @@ class DINOv3ViT(VFMBackbone):
     ``frozen`` freezes the ViT (``self.vit``, the pretrained part); the pyramid's new layers always train. Weights are
     loaded by ``init_weights`` (building reads no file).
 
+    Why a class of its own beside :class:`~mmfusion.models.backbones.HFBackbone` (which also runs DINOv3 ViTs, from
+    Hugging Face folders): this one reads Meta's official ``.pth`` too (converted on load), has the paper's presets
+    (``arch='vitb16'``...) and layer ids for layer-wise lr decay. Both use the pyramids of :mod:`.vit_pyramids`.
+
     RoPE: in training mode transformers' DINOv3 rescales the RoPE coordinates at random (``pos_embed_rescale=2.0``,
     the released config, as in DINOv3's pretraining), so a fine-tuned master gets this augmentation; pass
     ``arch=dict(preset=..., pos_embed_rescale=None)`` to turn it off. A frozen backbone stays in eval mode, so it

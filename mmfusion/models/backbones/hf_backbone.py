@@ -45,12 +45,13 @@ from mmfusion.registry import MODELS
 
 from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
 from .checkpoint_io import CheckpointMismatchError, LoadReport, load_into, resolve_checkpoint
-from .vit_pyramids import build_pyramid
+from .vit_pyramids import LayerNorm2d, build_pyramid
 
 # Fields of a config that do not change the forward of a trained model (training-only rates, bookkeeping, which
 # backbone stages are returned), left out when a given ``config`` is compared with a folder's config.json.
 _IGNORED_FIELDS = re.compile(r'dropout|drop_path|layerdrop|_prob$|^initializer_|^out_features$|^out_indices$|'
-                             r'^stage_names$|^vision_use_head$|^output_|^return_dict$|^use_cache$|^tie_|dtype$')
+                             r'^stage_names$|^vision_use_head$|^output_|^return_dict$|^use_cache$|^tie_|dtype$|'
+                             r'label|^problem_type$|^architectures$|^transformers_version$')
 
 
 def _set_submodule(root: nn.Module, path: str, module: Optional[nn.Module]) -> None:
@@ -118,8 +119,9 @@ class _BackboneRunner(_Runner):
     """``transformers``' ``AutoBackbone``: unit ``i`` is ``stage_names[i + 1]`` (the stem is not a unit).
 
     Its feature maps are what ``transformers`` returns for detection and segmentation heads: ViT tokens normed by
-    the final norm and reshaped (DINOv2, DINOv3), stage outputs (ConvNeXt, DINOv3 ConvNeXt) or stage outputs through
-    ``hidden_states_norms`` (Swin; see ``stage_norms`` of :class:`HFBackbone`).
+    the final norm and reshaped (DINOv2, DINOv3), or stage outputs (ConvNeXt, DINOv3 ConvNeXt, Swin). The new
+    per-stage LayerNorms some backbones add (``hidden_states_norms``: Swin) are replaced by identities, so the stages
+    come out raw; ``stage_norms`` of :class:`HFBackbone` adds such norms outside the pretrained model.
     """
 
     def build(self, units: Sequence[int]) -> nn.Module:
@@ -344,17 +346,19 @@ def _config_conflicts(ours: PretrainedConfig, theirs: PretrainedConfig) -> List[
     """Fields of the same config class on which two configs disagree, training-only fields left out."""
     if type(ours) is not type(theirs):
         return [f'model_type: config has {ours.model_type!r}, the folder {theirs.model_type!r}']
-    known = type(ours)().to_dict()
-    a, b = ours.to_dict(), theirs.to_dict()
+    return _dict_conflicts(ours.to_dict(), theirs.to_dict(), type(ours)().to_dict())
+
+
+def _dict_conflicts(ours: dict, theirs: dict, defaults: dict, prefix: str = '') -> List[str]:
     out = []
-    for key in sorted(known):
-        if key.startswith('_') or _IGNORED_FIELDS.search(key) or key in ('architectures', 'transformers_version'):
+    for key, default in sorted(defaults.items()):
+        if not isinstance(key, str) or key.startswith('_') or _IGNORED_FIELDS.search(key):
             continue
-        va, vb = a.get(key, known[key]), b.get(key, known[key])
-        if isinstance(va, dict) and isinstance(vb, dict):
-            continue  # sub-configs (e.g. SAM2's backbone_config) are compared through their own shapes at load
-        if _plain(va) != _plain(vb):
-            out.append(f'{key}: config has {va!r}, the folder {vb!r}')
+        a, b = ours.get(key, default), theirs.get(key, default)
+        if isinstance(default, dict) and isinstance(a, dict) and isinstance(b, dict):
+            out += _dict_conflicts(a, b, default, f'{prefix}{key}.')  # a sub-config, e.g. SAM2's backbone_config
+        elif _plain(a) != _plain(b):
+            out.append(f'{prefix}{key}: config has {a!r}, the folder {b!r}')
     return out
 
 
@@ -414,8 +418,8 @@ class HFBackbone(VFMBackbone):
     CLIP mean/std; SigLIP/SigLIP2: 0.5/0.5; others: ImageNet's). Position embeddings are interpolated to the input's
     token grid (DINOv2, CLIP, SigLIP, SAM's absolute embedding; SigLIP2 resizes its own; DINOv3 uses RoPE).
 
-    ``frozen`` freezes ``self.model`` (no_grad, eval mode kept through ``train()``); pyramid layers and Swin's
-    stage norms (``stage_norms=True``) are new layers and always train.
+    ``frozen`` freezes ``self.model`` (no_grad, eval mode kept through ``train()``); pyramid layers and stage norms
+    (``stage_norms=True``) are new layers and always train.
 
     Families verified by the tests: DINOv2 (with and without registers), DINOv3 ViT, DINOv3 ConvNeXt,
     Swin, Hiera, CLIP, SigLIP, SigLIP2, SAM, SAM2. Other ``AutoBackbone`` model types run unverified (with a
@@ -436,8 +440,9 @@ class HFBackbone(VFMBackbone):
             ``'simple_fpn'``, ``'multilayer'``, or a dict with ``type=`` and its options, e.g.
             ``dict(type='paper', project=False)`` for a parameter-free one). Must be None for hierarchical encoders.
             Defaults to None, i.e. ``'paper'`` for plain ViTs.
-        stage_norms (bool): ``AutoBackbone`` families with per-stage LayerNorms (Swin): apply them (new layers,
-            trained even when frozen) instead of returning the raw stages. Defaults to False.
+        stage_norms (bool): Hierarchical encoders: a new LayerNorm over the channels of each returned stage (as
+            mmdet's Swin and ``transformers``' backbones add for dense heads), trained even when frozen. Defaults to
+            False (the raw stages, parameter-free, as a frozen auxiliary needs).
         image_mean (Sequence[float], optional): Mean the encoder expects, for pixels in [0, 1]. Defaults to None
             (see above).
         image_std (Sequence[float], optional): Std the encoder expects, for pixels in [0, 1]. Defaults to None.
@@ -495,9 +500,8 @@ class HFBackbone(VFMBackbone):
         self.hf_config = runner.config
         self.out_strides = check_strides(out_strides)
         self.skip_strides = check_skip_strides(skip_strides, self.out_strides)
-        self.stage_norms = bool(stage_norms)
 
-        self.unit_strides, self.unit_channels = self._probe()
+        self.unit_strides, self.unit_channels = _probe(runner)
         self.plain = len(set(self.unit_strides)) == 1
         num_units = len(self.unit_strides)
         if self.plain:
@@ -507,6 +511,10 @@ class HFBackbone(VFMBackbone):
             self.out_channels = tuple(self.pyramid.out_channels)
             self.units = tuple(sorted(set(self.pyramid.taps)))
             self._stride_units = ()
+            self.norms = None
+            if stage_norms:
+                raise ValueError(f'stage_norms is for encoders with stages; {self.model_type} is a plain ViT: use a '
+                                 "pyramid with norms (e.g. pyramid='simple_fpn') or stage_norms=False")
         else:
             if pyramid is not None:
                 raise ValueError(f'{self.model_type} has its own stages at strides {self._native()}; pyramid= is for '
@@ -516,11 +524,14 @@ class HFBackbone(VFMBackbone):
             if missing:
                 raise ValueError(f'out_strides {tuple(missing)} not available: {self.model_type} gives strides '
                                  f'{self._native()}; choose out_strides among them')
-            # The deepest unit of each stride (Swin's patch embedding and first stage share stride 4).
+            # The deepest unit of each stride, should several stages share one.
             self._stride_units = tuple(max(i for i, t in enumerate(self.unit_strides) if t == s)
                                        for s in self.out_strides)
             self.out_channels = tuple(self.unit_channels[u] for u in self._stride_units)
             self.units = tuple(u for u, s in zip(self._stride_units, self.out_strides) if s not in self.skip_strides)
+            self.norms = nn.ModuleList(
+                nn.Identity() if s in self.skip_strides else LayerNorm2d(c)
+                for s, c in zip(self.out_strides, self.out_channels)) if stage_norms else None
 
         self.model = runner.build(self.units)
         self._dropped = list(runner.drop)
@@ -529,7 +540,8 @@ class HFBackbone(VFMBackbone):
         keep = max(self.units) + 1
         self._dropped += runner.truncate(self.model, keep, num_units)
         norms = getattr(self.model, 'hidden_states_norms', None)
-        if isinstance(norms, nn.ModuleDict) and not self.stage_norms:
+        if isinstance(norms, nn.ModuleDict):
+            # New layers of transformers' backbones, not in pretrained weights: HFBackbone's own stage_norms instead.
             for name in list(norms):
                 norms[name] = nn.Identity()
             self._dropped.append('hidden_states_norms.')
@@ -566,20 +578,6 @@ class HFBackbone(VFMBackbone):
         size = self.hf_config.image_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    def _probe(self) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-        """Stride and width of every unit, from a forward on the meta device (shapes only)."""
-        runner = self._runner
-        with torch.device('meta'):
-            model = runner.build(range(_num_units(runner)))
-        size = self._image_size() if runner.fixed_size else (512, 512)
-        multiple = runner.pad_multiple()
-        size = tuple(math.ceil(s / multiple) * multiple for s in size)
-        with torch.no_grad():
-            maps = runner.forward(model, torch.empty(1, 3, *size, device='meta'), range(_num_units(runner)))
-        maps = [maps[i] for i in sorted(maps)]
-        strides = tuple(int(round(size[0] / m.shape[-2])) for m in maps)
-        return strides, tuple(int(m.shape[1]) for m in maps)
-
     def _normalisation(self, mean, std, folder_norm) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         if (mean is None) != (std is None):
             raise ValueError('set both image_mean and image_std, or neither')
@@ -593,12 +591,6 @@ class HFBackbone(VFMBackbone):
     def _how_to_get(self) -> str:
         return ('Pass a local Hugging Face folder, e.g. `huggingface-cli download facebook/dinov2-with-registers-base '
                 '--local-dir checkpoints/dinov2-with-registers-base` (nothing is downloaded at run time).')
-
-    def pretrained_parameters(self):
-        """``(name, parameter)`` of ``self.model`` except its per-stage norms (new layers, see ``stage_norms``)."""
-        for name, param in super().pretrained_parameters():
-            if not name.startswith('model.hidden_states_norms.'):
-                yield name, param
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -648,7 +640,8 @@ class HFBackbone(VFMBackbone):
         dropped = tuple(p if p.endswith('.') else p + '.' for p in self._dropped)
         return load_into(self.model, state, source=folder, skip=lambda k: k not in own and k.startswith(dropped))
 
-    def _optional(self, key: str) -> bool:
+    @staticmethod
+    def _optional(key: str) -> bool:
         # Per-stage norms are new layers of transformers' backbones (not in a pretrained model's weights).
         return key.startswith('hidden_states_norms.')
 
@@ -673,7 +666,8 @@ class HFBackbone(VFMBackbone):
         if self.pyramid is not None:
             outs = self.pyramid(maps, tuple(padded.shape[-2:]))
         else:
-            outs = [None if s in self.skip_strides else maps[u] for s, u in zip(self.out_strides, self._stride_units)]
+            outs = [None if s in self.skip_strides else maps[u] if self.norms is None else self.norms[i](maps[u])
+                    for i, (s, u) in enumerate(zip(self.out_strides, self._stride_units))]
         return tuple(None if o is None else crop_to_stride(o, size, s) for o, s in zip(outs, self.out_strides))
 
     def _pad(self, x: Tensor) -> Tensor:
@@ -695,6 +689,30 @@ class HFBackbone(VFMBackbone):
             dict[int, Tensor]: Unit index -> (B, C, H / s, W / s).
         """
         return self._runner.forward(self.model, x.to(next(self.model.parameters()).dtype), self.units)
+
+
+# (runner class, config JSON) -> (unit strides, unit widths): one probe per architecture and process.
+_PROBED: Dict[Tuple[type, str], Tuple[Tuple[int, ...], Tuple[int, ...]]] = {}
+
+
+def _probe(runner: _Runner) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Stride and width of every unit, from a forward on the meta device (shapes only, no memory)."""
+    key = (type(runner), runner.config.to_json_string(use_diff=False))
+    if key not in _PROBED:
+        num = _num_units(runner)
+        with torch.device('meta'):
+            model = runner.build(range(num))
+        # The pretraining size, where the model has one: position embeddings need no interpolation there, which
+        # is the slowest part of a meta-device forward.
+        size = getattr(runner.config, 'image_size', None) or 256
+        size = (size, size) if isinstance(size, int) else tuple(size[:2])
+        multiple = runner.pad_multiple()
+        size = tuple(math.ceil(int(s) / multiple) * multiple for s in size)
+        with torch.no_grad():
+            maps = runner.forward(model, torch.empty(1, 3, *size, device='meta'), range(num))
+        maps = [maps[i] for i in sorted(maps)]
+        _PROBED[key] = (tuple(int(round(size[0] / m.shape[-2])) for m in maps), tuple(int(m.shape[1]) for m in maps))
+    return _PROBED[key]
 
 
 def _num_units(runner: _Runner) -> int:

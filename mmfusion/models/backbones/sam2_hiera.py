@@ -49,6 +49,10 @@ class SAM2Hiera(VFMBackbone):
     448 / 896 channels at OS 4 / 8 / 16 / 32). ``output='neck'`` returns sam2's ``FpnNeck`` outputs (256 channels;
     top-down only into the two coarsest levels, as in SAM2.1) and needs every stage.
 
+    Why a class of its own beside :class:`~mmfusion.models.backbones.HFBackbone` (which runs ``transformers``' SAM2
+    Hiera from Hugging Face folders): this one runs ``sam2``'s own modules on the official SAM2 / SAM2.1 ``.pt``
+    checkpoints the paper uses, which are not Hugging Face folders, and offers SAM2's FPN neck.
+
     The input (ImageNet-normalised, any size) is zero-padded at the bottom/right to a multiple of 32 (more if the
     first window size asks for it, so the tiled window positional embedding fits); outputs are cropped back to
     ``ceil(H / s) x ceil(W / s)``.

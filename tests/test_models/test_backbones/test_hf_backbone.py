@@ -274,10 +274,12 @@ def test_skipped_stride_is_none_and_its_stage_is_not_built():
 
 
 def test_stage_norms_are_new_layers_that_train_when_frozen():
-    model = build('swin', stage_norms=True, frozen=True, out_strides=(8, 16))
-    new = [n for n, _ in model.new_parameters()]
-    assert new and all(n.startswith('model.hidden_states_norms.') for n in new)
-    assert all(p.requires_grad for _, p in model.new_parameters())
+    model = build('swin', stage_norms=True, frozen=True, out_strides=(8, 16)).train()
+    sum(o.sum() for o in model(torch.randn(1, 3, 32, 32))).backward()
+    assert [n for n, _ in model.new_parameters()] == ['norms.0.weight', 'norms.0.bias', 'norms.1.weight',
+                                                       'norms.1.bias']
+    assert all(p.grad is not None for _, p in model.new_parameters())
+    assert all(p.grad is None for p in model.model.parameters())
 
 
 def test_with_cp_checkpoints_transformers_blocks_with_the_same_gradients():
