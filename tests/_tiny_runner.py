@@ -83,6 +83,7 @@ def noisy_runner(work_dir, max_iters, checkpoint_interval=2, custom_hooks=(), **
     """A Runner whose training draws from torch, numpy and python ``random`` (model and data), with a shuffling
     sampler whose epochs end mid-run (6 samples, batch 2), AdamW and a warm-up scheduler."""
     torch.manual_seed(0)  # the model is built before the Runner seeds (torch's own start-up seed is random)
+    kwargs.setdefault('randomness', dict(seed=0))
     return Runner(
         model=_NoisyModel(),
         work_dir=str(work_dir),
@@ -95,5 +96,4 @@ def noisy_runner(work_dir, max_iters, checkpoint_interval=2, custom_hooks=(), **
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=list(custom_hooks),
-        randomness=dict(seed=0),
         **kwargs)

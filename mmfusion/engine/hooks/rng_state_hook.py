@@ -10,6 +10,7 @@ optimizer and scheduler states.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -20,7 +21,8 @@ from mmengine.hooks import CheckpointHook, Hook
 
 from mmfusion.registry import HOOKS
 
-#: Top-level checkpoint key of the saved states: ``{'world_size': int, 'states': [state of rank 0, rank 1, ...]}``.
+#: Top-level checkpoint key of the saved states: ``{'world_size': int, 'states': [state of rank 0, rank 1, ...],
+#: 'data_seeds': {'sampler': int | None, 'worker': int | None}}``.
 CHECKPOINT_KEY = 'rng_states'
 
 RNGState = Dict[str, object]
@@ -82,6 +84,58 @@ def preserved_rng_state() -> Iterator[None]:
         set_rng_state(state)
 
 
+def _train_sampler(loader):
+    """The sampler that orders the training data (given directly or inside a batch sampler), if it has a seed."""
+    for sampler in (getattr(loader, 'sampler', None), getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)):
+        if isinstance(getattr(sampler, 'seed', None), int):
+            return sampler
+    return None
+
+
+def data_seeds(loader) -> Dict[str, Optional[int]]:
+    """The seeds that order and augment a dataloader's data: its sampler's, and the one MMEngine's
+    ``worker_init_fn`` seeds the workers with.
+
+    Args:
+        loader (DataLoader): a training dataloader built by MMEngine.
+
+    Returns:
+        dict: ``sampler`` and ``worker`` (None where the loader has none).
+    """
+    sampler = _train_sampler(loader)
+    init_fn = getattr(loader, 'worker_init_fn', None)
+    worker = init_fn.keywords.get('seed') if isinstance(init_fn, functools.partial) else None
+    return dict(sampler=None if sampler is None else int(sampler.seed),
+                worker=worker if isinstance(worker, int) else None)
+
+
+def set_data_seeds(loader, seeds: Dict[str, Optional[int]]) -> bool:
+    """Give a dataloader's sampler and workers the seeds of :func:`data_seeds`; True when one changed.
+
+    MMEngine builds the training dataloader with the seed of the new run and restores the checkpoint's seed only
+    afterwards, so a run without a fixed ``randomness.seed`` (or with ``diff_rank_seed``) would otherwise shuffle
+    and augment differently after a resume. Already started workers are stopped, so they restart with the seed.
+    """
+    changed = False
+    sampler = _train_sampler(loader)
+    if sampler is not None and seeds.get('sampler') is not None and sampler.seed != seeds['sampler']:
+        sampler.seed = int(seeds['sampler'])
+        if hasattr(sampler, '_indices_of_rank'):  # InfiniteSampler draws its index stream when built
+            sampler.indices = sampler._indices_of_rank()
+        changed = True
+    init_fn = getattr(loader, 'worker_init_fn', None)
+    if (isinstance(init_fn, functools.partial) and seeds.get('worker') is not None
+            and init_fn.keywords.get('seed') != seeds['worker']):
+        loader.worker_init_fn = functools.partial(init_fn.func, *init_fn.args,
+                                                  **dict(init_fn.keywords, seed=int(seeds['worker'])))
+        changed = True
+    cached = getattr(loader, '_iterator', None)  # persistent workers, started with the old seed
+    if changed and cached is not None and hasattr(cached, '_shutdown_workers'):
+        cached._shutdown_workers()
+        loader._iterator = None
+    return changed
+
+
 class _RestoreAfterSkip:
     """Wraps ``IterBasedTrainLoop.dataloader_iterator`` of a resumed run.
 
@@ -122,6 +176,9 @@ class RNGStateHook(Hook):
       only), and rank ``r`` gets its own back on resume.
     - ``after_load_checkpoint`` (only when the Runner resumes; loading weights with ``load_from`` alone, or for
       testing, touches no generator): the states are kept until training restarts.
+    - Data order: the sampler's seed and the workers' seed are saved too. MMEngine builds the resumed run's
+      dataloader with the new run's seed (it restores the checkpoint's seed only afterwards), which differs when
+      ``randomness.seed`` is not fixed or with ``diff_rank_seed``; ``before_train`` gives them back the saved seeds.
     - Restore: ``IterBasedTrainLoop`` replays the already trained batches of the dataloader on resume (that keeps
       the sampler's position and epoch, and the workers' generators, seeded by MMEngine's ``worker_init_fn``, where
       they were); the states are restored after that replay, just before the first new batch is loaded. Other loops
@@ -140,6 +197,7 @@ class RNGStateHook(Hook):
 
     def __init__(self) -> None:
         self._pending: Optional[RNGState] = None
+        self._data_seeds: Optional[Dict[str, Optional[int]]] = None
         self._gathered: Optional[List[RNGState]] = None
 
     # ------------------------------------------------------------------ saving
@@ -156,7 +214,9 @@ class RNGStateHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         states = self._gathered if self._gathered is not None else [get_rng_state()]
-        checkpoint[CHECKPOINT_KEY] = dict(world_size=len(states), states=states)
+        loader = getattr(getattr(runner, '_train_loop', None), 'dataloader', None)
+        seeds = data_seeds(loader) if loader is not None else dict(sampler=None, worker=None)
+        checkpoint[CHECKPOINT_KEY] = dict(world_size=len(states), states=states, data_seeds=seeds)
         self._gathered = None
 
     # ------------------------------------------------------------------ resuming
@@ -176,10 +236,18 @@ class RNGStateHook(Hook):
                 f'{world}; every rank restores those of rank 0, so the run will not match the interrupted one')
             rank = 0
         self._pending = states[rank]
+        self._data_seeds = saved.get('data_seeds')
 
     def before_train(self, runner) -> None:
         loop = runner.train_loop
-        if self._pending is not None and runner.iter > 0 and hasattr(loop, 'dataloader_iterator'):
+        if self._pending is None:
+            return
+        if self._data_seeds is not None and set_data_seeds(loop.dataloader, self._data_seeds):
+            runner.logger.info(f'RNGStateHook: training data reseeded as in the interrupted run ({self._data_seeds})')
+            if hasattr(loop, 'dataloader_iterator'):
+                # The loop's iterator was made with the new run's seeds (and may have prefetched with them).
+                loop.dataloader_iterator = type(loop.dataloader_iterator)(loop.dataloader)
+        if runner.iter > 0 and hasattr(loop, 'dataloader_iterator'):
             loop.dataloader_iterator = _RestoreAfterSkip(loop, runner.iter, self._restore)
 
     def before_train_epoch(self, runner) -> None:

@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument('--resume', action='store_true')
     parser.add_argument('--hold-at', type=int)
     parser.add_argument('--config', help='train this config (its own hooks; --rng-hook adds RNGStateHook)')
+    parser.add_argument('--seed', default='0', help="randomness.seed; 'none' lets MMEngine draw one")
     args = parser.parse_args()
+    seed = None if args.seed == 'none' else int(args.seed)
     hooks = [dict(type='mmfusion.RNGStateHook')] if args.rng_hook else []
     if args.hold_at:
         hooks.append(dict(type='HoldAfterCheckpoint', at=args.hold_at))
@@ -50,13 +52,14 @@ def main() -> None:
         from mmengine.runner import Runner
         cfg = Config.fromfile(args.config)
         cfg.work_dir, cfg.resume = args.work_dir, args.resume
-        cfg.randomness = dict(seed=0)  # the same seed in every run compared (a config without one draws it)
+        cfg.randomness = dict(seed=seed)  # the same seed in every run compared (a config without one draws it)
         cfg.train_cfg.max_iters = args.max_iters
         cfg.default_hooks.checkpoint.interval = args.interval
         cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] != 'mmfusion.RNGStateHook'] + hooks
         runner = Runner.from_cfg(cfg)
     else:
-        runner = noisy_runner(args.work_dir, args.max_iters, args.interval, custom_hooks=hooks, resume=args.resume)
+        runner = noisy_runner(args.work_dir, args.max_iters, args.interval, custom_hooks=hooks, resume=args.resume,
+                              randomness=dict(seed=seed))
     runner.train()
     print('trained to iter', runner.iter, flush=True)
 

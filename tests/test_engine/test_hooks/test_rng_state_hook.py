@@ -1,5 +1,8 @@
 """Exact resume: a run killed by SIGKILL right after a checkpoint and resumed ends bit-identical to an uninterrupted
-one (weights, optimizer and scheduler states), with RNGStateHook; without it, it does not."""
+one with the same seed (weights, optimizer and scheduler states), with RNGStateHook; without it, it does not.
+
+The interrupted run fixes no seed, as the shipped configs (MMEngine draws one per process): the resumed process
+builds its dataloader with another seed, and the hook must give the data the interrupted run's seeds back."""
 import os
 import os.path as osp
 import random
@@ -15,6 +18,7 @@ import torch
 
 from mmfusion.engine.hooks import RNGStateHook
 from mmfusion.engine.hooks.rng_state_hook import CHECKPOINT_KEY, get_rng_state, preserved_rng_state, set_rng_state
+from tests._tiny_runner import noisy_runner
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 SCRIPT = 'tests.test_engine.test_hooks.resume_run'
@@ -40,8 +44,8 @@ def _finish(proc, log, work_dir):
     return torch.load(osp.join(work_dir, f'iter_{MAX_ITERS}.pth'), map_location='cpu')
 
 
-def _killed_and_resumed(work_dir, *args):
-    """Run until the checkpoint of KILL_AT is on disk, SIGKILL the process there, then resume it to MAX_ITERS."""
+def _run_until_killed(work_dir, *args):
+    """Run until the checkpoint of KILL_AT is on disk and SIGKILL the process there."""
     proc, log = _run(work_dir, *args, hold_at=KILL_AT)
     held = osp.join(work_dir, 'HELD')
     deadline = time.monotonic() + 300
@@ -54,6 +58,11 @@ def _killed_and_resumed(work_dir, *args):
     log.close()
     assert osp.isfile(osp.join(work_dir, f'iter_{KILL_AT}.pth'))
     assert not osp.exists(osp.join(work_dir, f'iter_{MAX_ITERS}.pth'))
+
+
+def _killed_and_resumed(work_dir, *args):
+    """Run until the checkpoint of KILL_AT is on disk, SIGKILL the process there, then resume it to MAX_ITERS."""
+    _run_until_killed(work_dir, *args)
     return _finish(*_run(work_dir, *args, '--resume'), work_dir)
 
 
@@ -78,13 +87,22 @@ TRAINING_STATE = ('state_dict', 'optimizer', 'param_schedulers')
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
+def interrupted(tmp_path_factory):
+    """A run without a fixed seed, killed right after its checkpoint of KILL_AT; its work dir and the seed it drew."""
+    work = tmp_path_factory.mktemp('interrupted')
+    _run_until_killed(work, '--rng-hook', '--seed', 'none')
+    return work, torch.load(work / f'iter_{KILL_AT}.pth', map_location='cpu')['meta']['seed']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, interrupted):
     work = tmp_path_factory.mktemp('uninterrupted')
-    return _finish(*_run(work, '--rng-hook'), work)
+    return _finish(*_run(work, '--rng-hook', '--seed', str(interrupted[1])), work)
 
 
-def test_killed_and_resumed_run_is_bit_identical_with_the_hook(uninterrupted, tmp_path):
-    resumed = _killed_and_resumed(tmp_path / 'b', '--rng-hook')
+def test_killed_and_resumed_run_is_bit_identical_with_the_hook(interrupted, uninterrupted):
+    work, _ = interrupted
+    resumed = _finish(*_run(work, '--rng-hook', '--seed', 'none', '--resume'), work)
     assert resumed['meta']['iter'] == uninterrupted['meta']['iter'] == MAX_ITERS
     for key in TRAINING_STATE:
         assert _compare(uninterrupted[key], resumed[key], key) == 0.0, key
@@ -95,8 +113,8 @@ def test_killed_and_resumed_run_is_bit_identical_with_the_hook(uninterrupted, tm
         assert all(torch.equal(v, resumed['optimizer']['state'][idx][k]) for k, v in state.items()), idx
 
 
-def test_killed_and_resumed_run_differs_without_the_hook(uninterrupted, tmp_path):
-    resumed = _killed_and_resumed(tmp_path / 'c')
+def test_killed_and_resumed_run_differs_without_the_hook(interrupted, uninterrupted, tmp_path):
+    resumed = _killed_and_resumed(tmp_path / 'c', '--seed', str(interrupted[1]))
     diff = _compare(uninterrupted['state_dict'], resumed['state_dict'], 'state_dict')
     print(f'max |weight difference| after resume without RNGStateHook: {diff:.3g}')
     assert diff > 0
@@ -104,7 +122,9 @@ def test_killed_and_resumed_run_differs_without_the_hook(uninterrupted, tmp_path
 
 def test_checkpoint_rng_states_pass_weights_only_loading(uninterrupted, tmp_path):
     saved = uninterrupted[CHECKPOINT_KEY]
+    seed = uninterrupted['meta']['seed']
     assert saved['world_size'] == 1 and len(saved['states']) == 1
+    assert saved['data_seeds'] == dict(sampler=seed, worker=seed)
     path = tmp_path / 'ckpt.pth'
     torch.save({CHECKPOINT_KEY: saved}, path)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == []
@@ -139,3 +159,20 @@ def test_loading_weights_without_resuming_restores_nothing():
     runner = SimpleNamespace(_resume=False, logger=None)
     hook.after_load_checkpoint(runner, {CHECKPOINT_KEY: dict(world_size=1, states=[get_rng_state()])})
     assert hook._pending is None
+
+
+def test_resume_gives_the_training_data_the_interrupted_runs_seeds(tmp_path):
+    """The resumed Runner builds its dataloader with its own seed (a random one when the config fixes none)."""
+    runner = noisy_runner(tmp_path, max_iters=2)
+    loader = runner.train_loop.dataloader
+    assert loader.sampler.seed == 0 and loader.worker_init_fn.keywords['seed'] == 0
+    hook = RNGStateHook()
+    runner._resume = True
+    hook.after_load_checkpoint(runner, {CHECKPOINT_KEY: dict(world_size=1, states=[get_rng_state()],
+                                                             data_seeds=dict(sampler=5, worker=7))})
+    hook.before_train(runner)
+    assert loader.sampler.seed == 5 and loader.worker_init_fn.keywords['seed'] == 7
+    # The first epoch is drawn in the order of the saved seed.
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(5)).tolist()
+    first = next(runner.train_loop.dataloader_iterator)
+    assert first['x'].shape == (2, 4) and list(iter(loader.sampler)) == order
