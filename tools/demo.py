@@ -61,7 +61,7 @@ def run(cmd: list, log_path: str) -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         for line in proc.stdout:
             log.write(line)
-            if line.startswith('error:'):
+            if line.startswith('error:') or ': error: ' in line:
                 error = line.strip()
             if 'mmengine - INFO - Iter' in line or line.startswith(('error', 'Traceback')):
                 print('  ' + line.rstrip().split('  loss_cls')[0].split(' - INFO - ')[-1], flush=True)
@@ -158,6 +158,8 @@ def _main(argv) -> dict:
     iters = args.iters or (2 if smoke else 30)
     n_prof = args.profile_images or (2 if smoke else 4)
     size = (64, 128) if smoke else (256, 512)
+    # the profiler refuses maps too small for SC/EF (OS32 needs 5x16 px at least): smoke images are profiled upscaled
+    prof_size = (160, 512) if smoke else size
     out = osp.abspath(args.out_dir)
     data_root = osp.abspath(args.data_root)
     reuse_data = prepare_folders(out, data_root)
@@ -218,12 +220,12 @@ def _main(argv) -> dict:
     cfg.dump(cfg_dump)
 
     # 2. profile + selection
-    banner(f'2/5 profiling DINOv3 ViT-B/16 and SAM2.1 Hiera-B+ on {n_prof} images at {size[0]}x{size[1]}')
+    banner(f'2/5 profiling DINOv3 ViT-B/16 and SAM2.1 Hiera-B+ on {n_prof} images at {prof_size[0]}x{prof_size[1]}')
     prof_dir = osp.join(out, 'profile')
     cmd = [py, osp.join(ROOT, 'tools', 'analysis', 'profile_vfm.py'),
            '--encoder', f'dinov3={enc_file}:dinov3', '--encoder', f'sam2={enc_file}:sam2',
            '--dataset-config', cfg_dump, '--split', 'val', '--num-images', str(n_prof),
-           '--size', str(size[0]), str(size[1]), '--device', 'cpu', '--out-dir', prof_dir]
+           '--size', str(prof_size[0]), str(prof_size[1]), '--device', 'cpu', '--out-dir', prof_dir]
     run(cmd, osp.join(out, 'profile.log'))
     print(_profile_table(osp.join(out, 'profile.log')), flush=True)
     with open(osp.join(prof_dir, 'profile.json')) as f:

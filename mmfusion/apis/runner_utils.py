@@ -113,10 +113,42 @@ def read_config(config: str) -> Config:
     try:
         return Config.fromfile(config)
     except SyntaxError as e:
-        where = f'line {e.lineno}' if e.lineno else 'a line'
-        raise UserError(f'config {config} has a syntax error ({one_line(e)}, {where}); fix the file') from e
+        found = _syntax_error(config)
+        if found:
+            path, err = found
+            where = '' if osp.samefile(path, config) else f' (its base {path})'
+            raise UserError(f'config {config}{where} has a syntax error at line {err.lineno}: {err.msg}; fix the '
+                            'file') from e
+        raise UserError(f'config {config} has a syntax error ({one_line(e)}); fix the file') from e
     except Exception as e:  # a missing _base_, a bad {{_base_.x}} reference, an exception in the file
         raise UserError(f'cannot read config {config}: {type(e).__name__}: {one_line(e)}; fix the file') from e
+
+
+def _syntax_error(config: str, seen: Optional[set] = None) -> Optional[tuple[str, SyntaxError]]:
+    """The first local config file, ``config`` or one of its ``_base_`` files, that Python cannot parse."""
+    import ast
+    seen = set() if seen is None else seen
+    if config in seen or not osp.isfile(config):
+        return None
+    seen.add(config)
+    with open(config, encoding='utf-8') as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, filename=config)
+    except SyntaxError as err:
+        return config, err
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_' for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            for base in [bases] if isinstance(bases, str) else list(bases):
+                if isinstance(base, str) and '::' not in base:
+                    found = _syntax_error(osp.normpath(osp.join(osp.dirname(config), base)), seen)
+                    if found:
+                        return found
+    return None
 
 
 def check_cfg_options(cfg: Config, options: Mapping[str, Any]) -> None:
@@ -289,21 +321,27 @@ def _any_file(folder: str, suffix: str) -> bool:
     return False
 
 
-def _evaluator_problem(ev: Any, where: str) -> Optional[str]:
-    if isinstance(ev, Mapping) and 'metrics' in ev and 'type' not in ev:
-        ev = ev['metrics']
-    items = list(ev) if isinstance(ev, Sequence) and not isinstance(ev, (str, Mapping)) else [ev]
-    for i, metric in enumerate(items):
-        if not isinstance(metric, Mapping):
-            continue
-        name = f'{where}.{i}' if len(items) > 1 else where
-        ann = metric.get('ann_file')
-        if ann and not osp.isfile(ann):
-            fix = _how_to_make(ann, osp.dirname(osp.dirname(ann)))
-            return f'annotation file not found: {ann} ({name}.ann_file); {fix}'
-        seg = metric.get('seg_prefix')
-        if seg and not osp.isdir(seg):
-            return f'ground-truth folder not found: {seg} ({name}.seg_prefix); {_how_to_make(seg, osp.dirname(seg))}'
+def _evaluator_items(cfg: Config, mode: str) -> Iterator[tuple[str, Mapping]]:
+    splits = ['test'] if mode == 'test' else (['val'] if cfg.get('val_cfg') else [])
+    for split in splits:
+        ev = cfg.get(f'{split}_evaluator')
+        if isinstance(ev, Mapping) and 'metrics' in ev and 'type' not in ev:
+            ev = ev['metrics']
+        items = list(ev) if isinstance(ev, Sequence) and not isinstance(ev, (str, Mapping)) else [ev]
+        for i, metric in enumerate(items):
+            if isinstance(metric, Mapping):
+                yield (f'{split}_evaluator.{i}' if len(items) > 1 else f'{split}_evaluator'), metric
+
+
+def _metric_problem(metric: Mapping, where: str) -> Optional[str]:
+    """What is missing for the evaluator metric config ``metric``, or None."""
+    ann = metric.get('ann_file')
+    if ann and not osp.isfile(ann):
+        fix = _how_to_make(ann, osp.dirname(osp.dirname(ann)))
+        return f'annotation file not found: {ann} ({where}.ann_file); {fix}'
+    seg = metric.get('seg_prefix')
+    if seg and not osp.isdir(seg):
+        return f'ground-truth folder not found: {seg} ({where}.seg_prefix); {_how_to_make(seg, osp.dirname(seg))}'
     return None
 
 
@@ -324,11 +362,27 @@ def check_data(cfg: Config, mode: str) -> None:
             problem = _dataset_problem(loader['dataset'], f'{split}_dataloader.dataset')
             if problem:
                 raise UserError(problem)
-        evaluator = cfg.get(f'{split}_evaluator')
-        if split != 'train' and evaluator:
-            problem = _evaluator_problem(evaluator, f'{split}_evaluator')
-            if problem:
-                raise UserError(problem)
+    for where, metric in _evaluator_items(cfg, mode):
+        problem = _metric_problem(metric, where)
+        if problem:
+            raise UserError(problem)
+
+
+# Metrics that delete a folder named in their config before (or after) writing into it: type -> key.
+_METRIC_OUTPUT_DIRS = {'CityScapesMetric': 'outfile_prefix', 'CityscapesMetric': 'output_dir'}
+
+
+def claim_metric_outputs(cfg: Config, mode: str) -> None:
+    """Claim the folders of metrics that clear them (mmdet's ``CityScapesMetric`` deletes ``outfile_prefix/results``,
+    mmseg's ``CityscapesMetric`` its ``output_dir``) as tool outputs, so a folder of the user's is refused instead.
+
+    Raises:
+        UserError: such a folder exists, is not empty, and no mmfusion tool made it.
+    """
+    for where, metric in _evaluator_items(cfg, mode):
+        key = _METRIC_OUTPUT_DIRS.get(str(metric.get('type', '')).split('.')[-1])
+        if key and metric.get(key):
+            claim_dir(osp.expanduser(metric[key]), 'metric-output', f'--cfg-options {where}.{key}')
 
 
 # --- building ---------------------------------------------------------------------------------------------------
@@ -358,6 +412,7 @@ def build_runner(cfg: Config, mode: str = 'train'):
                         'pass --cfg-options optim_wrapper.type=OptimWrapper to train in float32 on the CPU')
     check_data(cfg, mode)
     claim_dir(cfg.work_dir, 'work-dir', '--work-dir')
+    claim_metric_outputs(cfg, mode)
     with config_errors(config):
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.register_hook(CheckpointFitHook(config, strict=mode == 'test' or bool(cfg.get('resume'))))

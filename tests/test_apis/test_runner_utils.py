@@ -8,7 +8,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmfusion.apis.checkpoint_fit import checkpoint_mismatch
-from mmfusion.apis.runner_utils import check_cfg_options, check_data, run_tool
+from mmfusion.apis.runner_utils import check_cfg_options, check_data, claim_metric_outputs, run_tool
 from mmfusion.utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -141,6 +141,19 @@ def test_complete_data_passes(tmp_path):
     (tmp_path / 'annotations' / 'instancesonly_filtered_gtFine_val.json').write_text('{}')
     (tmp_path / 'leftImg8bit' / 'val').mkdir(parents=True)
     assert check_data(_data_cfg(str(tmp_path) + '/'), 'test') is None
+
+
+def test_folders_that_metrics_clear_are_claimed(tmp_path):
+    cfg = Config(dict(test_evaluator=[dict(type='CocoMetric', ann_file='a.json'),
+                                      dict(type='CityScapesMetric', outfile_prefix=str(tmp_path / 'cs'))]))
+    claim_metric_outputs(cfg, 'test')
+    assert sorted(p.name for p in (tmp_path / 'cs').iterdir()) == ['.mmfusion-metric-output']
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'results').mkdir()
+    cfg.test_evaluator[1].outfile_prefix = str(tmp_path / 'mine')
+    with pytest.raises(UserError, match=r'--cfg-options test_evaluator.1.outfile_prefix .*mine is a folder that '
+                       'mmfusion did not create'):
+        claim_metric_outputs(cfg, 'test')
 
 
 # --- checkpoint fit ---------------------------------------------------------------------------------------------
