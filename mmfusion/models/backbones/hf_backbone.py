@@ -10,10 +10,11 @@ One class, :class:`HFBackbone`, so that any foundation encoder ``transformers`` 
   the pyramids of :mod:`.vit_pyramids` (``'paper'``, ``'simple_fpn'``, ``'multilayer'``), the same as
   :class:`~mmfusion.models.backbones.DINOv3ViT`'s.
 
-The model is ``transformers``' own: ``AutoBackbone`` where the family has one (DINOv2, DINOv3, ConvNeXt, Swin,
-Hiera, ...), otherwise its vision model (``AutoModel`` of the ``vision_config``: CLIP, SigLIP, SigLIP2, SAM, SAM2),
-run block by block up to the deepest block or stage the outputs need. A meta-device forward (shapes only, no memory)
-measures the stride and width of every block or stage at build time, so the family is never guessed from its name.
+The model is ``transformers``' own: its ``AutoBackbone`` (DINOv2, DINOv3 ViT and ConvNeXt, Swin, and, unverified,
+any other backbone type), otherwise its vision model (``AutoModel`` of the ``vision_config``: CLIP, SigLIP, SigLIP2,
+SAM, SAM2, Hiera), run block by block up to the deepest block or stage the outputs need. A meta-device forward
+(shapes only, no memory) measures the stride and width of every block or stage at build time: strides and channels
+are read from the model, not from a table.
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ class _BackboneRunner(_Runner):
 
 
 class _SwinRunner(_BackboneRunner):
-    """Swin / Swin V2: the final norm only serves classification, and the last kept stage needs no patch merging."""
+    """Swin: the final norm only serves classification, and the last kept stage needs no patch merging."""
     units = 'swin.encoder.layers'
     drop = ('swin.layernorm', )
 
@@ -408,9 +409,9 @@ class HFBackbone(VFMBackbone):
     Each output is ``(B, C, ceil(H / s), ceil(W / s))``: the input is zero-padded at the bottom/right to a multiple
     of the patch size and of the deepest stride needed (to the pretraining size for Hiera, which runs at it only),
     then cropped back. Blocks and stages past the deepest one needed are dropped at build time, as are modules that
-    never reach an output (pooling heads, necks, class-token norms), so DDP sees no unused parameter; so is a mask
-    token, which serves masked-image pretraining only (it keeps ``requires_grad=False``). Levels in ``skip_strides``
-    are not returned (None) and have no pyramid layers.
+    never reach an output (pooling heads, necks, class-token norms), so DDP sees no unused parameter; a mask token
+    (masked-image pretraining only) stays with ``requires_grad=False``. Levels in ``skip_strides`` are not returned
+    (None) and have no pyramid layers.
 
     Normalisation: inputs arrive ImageNet-normalised (mmdet/mmseg data preprocessors); they are renormalised to the
     mean/std the encoder was trained with: ``image_mean``/``image_std`` when given, else the checkpoint folder's
@@ -614,7 +615,8 @@ class HFBackbone(VFMBackbone):
             CheckpointMismatchError: The folder lacks weights of the encoder; all are named.
         """
         folder = _hf_folder(checkpoint, self._how_to_get())
-        theirs = _runner_for(_vision_config(AutoConfig.from_pretrained(folder, local_files_only=True)), folder).config
+        folder_config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        theirs = _runner_for(_vision_config(folder_config), folder).config
         conflicts = _config_conflicts(self.hf_config, theirs)
         if conflicts:
             raise ValueError(f'{folder}/config.json does not match config=: {"; ".join(conflicts)}. Drop config= to '
@@ -624,21 +626,35 @@ class HFBackbone(VFMBackbone):
             print_log(f'HFBackbone: {folder} preprocesses with mean {norm[0]} std {norm[1]}, this backbone uses '
                       f'{self.image_mean} {self.image_std}; set image_mean/image_std to match', logger='current',
                       level=logging.WARNING)
-        with torch.device('cpu'):
-            reference, info = type(self.model).from_pretrained(
-                folder, config=copy.deepcopy(self.model.config), local_files_only=True, output_loading_info=True)
-        missing = sorted(k for k in info['missing_keys'] if not self._optional(k))
-        if missing or info.get('mismatched_keys'):
+        state, missing, mismatched = self._read_folder(folder, composite=folder_config.model_type != self.model_type)
+        if missing or mismatched:
             lines = [f'{folder} does not fit {type(self.model).__name__}.']
             if missing:
                 lines.append(f'Missing {len(missing)} essential key(s): {", ".join(missing)}.')
-            if info.get('mismatched_keys'):
-                lines.append(f'Wrong shape: {", ".join(str(k) for k in info["mismatched_keys"])}.')
+            if mismatched:
+                lines.append(f'Wrong shape: {", ".join(str(k) for k in mismatched)}.')
             raise CheckpointMismatchError(' '.join(lines))
-        state = reference.state_dict()
         own = set(self.model.state_dict())
         dropped = tuple(p if p.endswith('.') else p + '.' for p in self._dropped)
         return load_into(self.model, state, source=folder, skip=lambda k: k not in own and k.startswith(dropped))
+
+    def _read_folder(self, folder: str, composite: bool) -> Tuple[Dict[str, Tensor], List[str], list]:
+        """The encoder's weights in a folder, read by ``transformers``; with the essential keys it lacks."""
+        with torch.device('cpu'):
+            reference, info = type(self.model).from_pretrained(
+                folder, config=copy.deepcopy(self.model.config), local_files_only=True, output_loading_info=True)
+            missing = sorted(k for k in info['missing_keys'] if not self._optional(k))
+            if not missing or not composite:
+                return reference.state_dict(), missing, list(info.get('mismatched_keys') or ())
+            # Some composite models (e.g. SAM2) keep the image encoder under a name the encoder class does not
+            # know: read the whole model and take the submodule of the encoder's class.
+            full, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        prefix = next((n for n, m in full.named_modules() if type(m) is type(self.model)), None)
+        if prefix is None:
+            return reference.state_dict(), missing, list(info.get('mismatched_keys') or ())
+        missing = sorted(k[len(prefix) + 1:] for k in info['missing_keys']
+                         if k.startswith(prefix + '.') and not self._optional(k[len(prefix) + 1:]))
+        return full.get_submodule(prefix).state_dict(), missing, list(info.get('mismatched_keys') or ())
 
     @staticmethod
     def _optional(key: str) -> bool:

@@ -11,12 +11,15 @@ from transformers import (
     AutoConfig,
     CLIPConfig,
     CLIPModel,
+    ConvNextConfig,
+    ConvNextModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
     DINOv3ConvNextModel,
     DINOv3ViTModel,
     HieraModel,
-    Sam2VisionModel,
+    Sam2Config,
+    Sam2Model,
     SamConfig,
     SamModel,
     Siglip2VisionModel,
@@ -50,7 +53,8 @@ TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_atten
 
 
 def build(model_type, **kwargs):
-    kwargs.setdefault('config', tiny_hf_config(model_type))
+    if 'config' not in kwargs:
+        kwargs['config'] = tiny_hf_config(model_type)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # random weights
         model = HFBackbone(**kwargs)
@@ -164,7 +168,7 @@ PUBLISHED = {
     'dinov2': (lambda c: Dinov2Model(c), 'imagenet', _vit_last),
     'dinov2_with_registers': (lambda c: Dinov2WithRegistersModel(c), 'imagenet', _vit_last),
     'dinov3_vit': (lambda c: DINOv3ViTModel(c), 'imagenet', _vit_last),
-    # Composite folders: the image encoder is read out of the full CLIP / SigLIP / SAM model.
+    # Composite folders: the image encoder is read out of the full CLIP / SigLIP / SAM / SAM2 model.
     'clip_vision_model': (lambda c: CLIPModel(CLIPConfig(vision_config=c.to_dict(), text_config=TEXT,
                                                          projection_dim=16)), 'clip',
                           lambda m, x: [tokens_to_map(m.vision_model(pixel_values=x).last_hidden_state,
@@ -183,8 +187,9 @@ PUBLISHED = {
                                  output_hidden_states_before_downsampling=True).reshaped_hidden_states[1:])),
     'hiera': (lambda c: HieraModel(c), 'imagenet',
               lambda m, x: _stages_nhwc(m(pixel_values=x, output_hidden_states=True).reshaped_hidden_states[1:])),
-    'sam2_vision_model': (lambda c: Sam2VisionModel(c), 'imagenet',
-                          lambda m, x: _stages_nhwc(m.backbone(pixel_values=x).intermediate_hidden_states)),
+    'sam2_vision_model': (lambda c: Sam2Model(Sam2Config(vision_config=c.to_dict())), 'imagenet',
+                          lambda m, x: _stages_nhwc(
+                              m.vision_encoder.backbone(pixel_values=x).intermediate_hidden_states)),
 }
 NORMS = {'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), 'clip': (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
          'half': (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)}
@@ -292,6 +297,21 @@ def test_with_cp_checkpoints_transformers_blocks_with_the_same_gradients():
         assert block.gradient_checkpointing == with_cp
         grads.append(block.mlp.fc1.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_other_autobackbone_types_run_through_transformers_backbone():
+    """ConvNeXt is not among the verified families: transformers' AutoBackbone gives its raw stages."""
+    fields = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1])
+    model = build('convnext', config=dict(model_type='convnext', **fields), out_strides=(8, 32)).eval()
+    reference = ConvNextModel(ConvNextConfig(**fields)).eval()
+    missing, unexpected = reference.load_state_dict(model.model.state_dict(), strict=False)
+    assert (missing, unexpected) == (['layernorm.weight', 'layernorm.bias'], [])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model(x)
+        stages = reference(pixel_values=x, output_hidden_states=True).hidden_states
+    assert model.unit_strides == STRIDES and model.out_channels == (16, 32)
+    torch.testing.assert_close(ours, (stages[2], stages[4]))
 
 
 def test_hiera_pads_to_its_pretraining_size():
