@@ -15,12 +15,10 @@ import torch
 from torch import Tensor
 
 from mmfusion.metrics.cluster import pca_fit
+from mmfusion.metrics.profile import DEFAULT_STRIDES
 from mmfusion.utils import images as _images
+from mmfusion.utils.images import IMAGE_EXTS, normalize
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg')
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-DEFAULT_STRIDES = (4, 8, 16, 32)
 CHECKPOINT_KEYS = ('checkpoint', 'pretrained', 'ckpt', 'ckpt_path', 'weights')
 
 
@@ -32,7 +30,7 @@ class ProfileError(Exception):
 
 
 def list_images(folder: str, num: int | None = None) -> list[str]:
-    """The .png/.jpg/.jpeg files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
+    """The image files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
     if not osp.isdir(folder):
         raise ProfileError(f'image folder not found: {folder}; pass an existing folder to --images')
     try:
@@ -103,19 +101,6 @@ def dataset_image_paths(config: str, split: str = 'val', num: int | None = None)
         num (int, optional): keep the first ``num``. Defaults to None (all).
     """
     return [info['img_path'] for info in dataset_infos(config, split, num)]
-
-
-def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """uint8 RGB -> float32 (x - mean) / std.
-
-    Args:
-        images (Tensor): (B, 3, H, W) uint8.
-        mean (Sequence[float]): per-channel mean, 0-255 scale. Defaults to ImageNet's.
-        std (Sequence[float]): per-channel std, 0-255 scale. Defaults to ImageNet's.
-    """
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    return (images.float() - m) / s
 
 
 # --- encoders ------------------------------------------------------------------------------------------------

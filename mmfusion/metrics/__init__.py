@@ -30,6 +30,7 @@ from .edges import (
     valid_mask,
 )
 from .profile import (
+    DEFAULT_STRIDES,
     METRIC_KEYS,
     ProfileAccumulator,
     auxiliary_plan,
@@ -51,7 +52,7 @@ from .structure import (
 )
 
 __all__ = [
-    'PRESETS', 'METRIC_KEYS', 'PreparedFeatures', 'prepare_features', 'structural_coherence',
+    'PRESETS', 'METRIC_KEYS', 'DEFAULT_STRIDES', 'PreparedFeatures', 'prepare_features', 'structural_coherence',
     'structured_feature_contrast', 'structural_clustering_score', 'clustering_score_points',
     'structural_coherence_gt', 'channel_norm_map', 'edge_fidelity', 'concentration', 'frequency_content',
     'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient', 'first_component_map',

@@ -17,6 +17,22 @@ from torch import Tensor
 from .errors import UnreadableImageError
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+# ImageNet statistics in RGB order on the 0-255 scale: what every encoder here receives (SPEC §5).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """uint8 RGB -> float32 (x - mean) / std.
+
+    Args:
+        images (Tensor): (B, 3, H, W) uint8.
+        mean (Sequence[float]): per-channel mean, 0-255 scale. Defaults to ImageNet's.
+        std (Sequence[float]): per-channel std, 0-255 scale. Defaults to ImageNet's.
+    """
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() - m) / s
 
 
 def list_images(folder: str, num: int | None = None, exts: Sequence[str] = IMAGE_EXTS) -> list[str]:

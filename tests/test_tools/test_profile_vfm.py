@@ -111,7 +111,8 @@ def run_error(tool, argv, capsys):
 def test_empty_folder_stops_with_a_one_line_error(tool, tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     msg = run_error(tool, base_args(str(tmp_path / 'empty'), tmp_path / 'o'), capsys)
-    assert msg.startswith('profile_vfm.py: error: no .png/.jpg/.jpeg images in') and 'empty' in msg
+    from mmfusion.utils.images import IMAGE_EXTS
+    assert msg.startswith(f'profile_vfm.py: error: no {"/".join(IMAGE_EXTS)} images in') and 'empty' in msg
 
 
 def test_unreadable_image_stops_with_a_one_line_error(tool, tmp_path, capsys):

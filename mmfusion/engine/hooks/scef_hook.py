@@ -18,13 +18,9 @@ from torch import Tensor
 
 from mmfusion.metrics import ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
-from mmfusion.utils.images import list_images, read_rgb
+from mmfusion.utils.images import list_images, normalize, read_rgb
 
 from .rng_state_hook import preserved_rng_state
-
-# ImageNet statistics in RGB order, used when the model's data preprocessor states none (SPEC §5).
-_IMAGENET_MEAN = (123.675, 116.28, 103.53)
-_IMAGENET_STD = (58.395, 57.12, 57.375)
 
 Pyramid = Tuple[Sequence[Tensor], Sequence[int]]
 # Seed of the draws a dataset's pipeline makes while the probes are taken from it (see ``_from_dataset``).
@@ -207,9 +203,7 @@ class SCEFHook(Hook):
         pre = getattr(model, 'data_preprocessor', None)
         enabled = getattr(pre, '_enable_normalize', None)
         if enabled is None:
-            mean = x.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-            std = x.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-            return (x - mean) / std
+            return normalize(images)
         if enabled:
             mean, std = pre.mean.to(x).view(1, -1, 1, 1), pre.std.to(x).view(1, -1, 1, 1)
             return (x - mean) / std
