@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from ._utils import check_options, prepare_features
@@ -104,6 +105,26 @@ class ProfileAccumulator:
             for key in METRIC_KEYS:
                 sums[key] += float(vals[key].double().sum())
             self._counts[stride] = self._counts.get(stride, 0) + int(vals['SC'].numel())
+
+    def all_reduce(self) -> None:
+        """Sum the accumulators of every process of the default ``torch.distributed`` group, in place.
+
+        After it, :meth:`compute` gives the mean over the images of all processes (each process having profiled its
+        share). A no-op when ``torch.distributed`` is not initialised. Every process must have called :meth:`update`
+        for the same strides (it may have seen no image). The sums travel as float64 on the backend's device (CUDA
+        for nccl).
+        """
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        device = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' \
+            else torch.device('cpu')
+        rows = [[self._sums.get(s, {}).get(k, 0.0) for k in METRIC_KEYS] + [float(self._counts.get(s, 0))]
+                for s in self.strides]
+        table = torch.tensor(rows, dtype=torch.float64, device=device)
+        dist.all_reduce(table)
+        self._sums = {s: dict(zip(METRIC_KEYS, row[:-1].tolist())) for s, row in zip(self.strides, table.cpu())}
+        self._counts = {s: int(row[-1]) for s, row in zip(self.strides, table.cpu())}
 
     @property
     def count(self) -> int:

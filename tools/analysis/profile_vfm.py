@@ -77,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='modules to import first (to register your own backbones)')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--seed', type=int, default=0, help='seed of randomly initialised weights (default: 0)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='distributed profiling: the images are shared out over the processes, rank 0 writes '
+                             '(tools/analysis/dist_profile.sh starts it with torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.emit_config and not args.base_config:
@@ -173,9 +177,12 @@ def run(args: argparse.Namespace) -> dict:
         except ImportError as e:
             raise P.ProfileError(f'cannot import {module} ({e}); fix --custom-imports') from None
     encoders = parse_encoders(args.encoder, args.cfg_options)
+    rank, world = _init_distributed(args.launcher)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise P.ProfileError('--device cuda but CUDA is not available; pass --device cpu')
+    if device.type == 'cuda' and world > 1:
+        device = torch.device('cuda', torch.cuda.current_device())
 
     if args.images:
         paths = P.list_images(args.images, args.num_images)
@@ -184,15 +191,20 @@ def run(args: argparse.Namespace) -> dict:
     if any(v % 32 for v in args.size):
         print(f'note: --size {args.size[0]} {args.size[1]} is not a multiple of 32; encoders that pad their input '
               'return maps a little larger than the image', file=sys.stderr)
-    images = [P.load_image(p, args.size) for p in paths]  # read all first: a bad file stops before any model runs
+    # Every process reads every image first: a bad file stops all of them alike, before any model runs.
+    images = [P.load_image(p, args.size) for p in paths]
     configs = {name: P.encoder_config(spec, overrides) for name, (spec, overrides) in encoders.items()}
+    # Each process profiles a contiguous share of the images; the sums are reduced over the processes.
+    share = range(rank * len(images) // world, (rank + 1) * len(images) // world)
+    writer = rank == 0
 
     if args.emit_config:
         _check_emit_target(args.emit_config)  # before the models run, not after
-    claim_dir(args.out_dir, 'profile', '--out-dir')
     vis_dir = osp.join(args.out_dir, 'pca')
-    for i in range(min(args.num_vis, len(images))):
-        P.save_png(osp.join(vis_dir, f'img{i}.png'), images[i].permute(1, 2, 0).numpy())
+    if writer:
+        claim_dir(args.out_dir, 'profile', '--out-dir')
+        for i in range(min(args.num_vis, len(images))):
+            P.save_png(osp.join(vis_dir, f'img{i}.png'), images[i].permute(1, 2, 0).numpy())
 
     profiles, channels = {}, {}
     for name, cfg in configs.items():
@@ -200,21 +212,25 @@ def run(args: argparse.Namespace) -> dict:
         model = P.build_encoder(name, cfg).to(device)
         strides = P.encoder_strides(model)
         acc = ProfileAccumulator(strides, preset=args.preset)
-        for start in tqdm(range(0, len(images), args.batch_size), desc=name, unit='batch', file=sys.stderr):
-            batch = torch.stack(images[start:start + args.batch_size]).to(device)
+        for start in tqdm(range(share.start, share.stop, args.batch_size), desc=name, unit='batch', file=sys.stderr,
+                          disable=not writer):
+            batch = torch.stack(images[start:min(start + args.batch_size, share.stop)]).to(device)
             feats = P.extract_features(model, batch, strides)
-            if start == 0:
+            if start == share.start:
                 P.check_map_sizes(name, feats, strides, args.size)  # before any metric scores a map as 0
             channels[name] = {s: int(f.shape[1]) for s, f in zip(strides, feats)}
             acc.update(feats, batch)
-            for j in range(batch.shape[0]):
+            for j in range(batch.shape[0] if writer else 0):  # pictures of rank 0's share only
                 if start + j >= args.num_vis:
                     break
                 for stride, feat in zip(strides, feats):
                     P.save_png(osp.join(vis_dir, f'{name}_os{stride}_img{start + j}.png'),
                                P.pca_rgb(feat[j], size=tuple(args.size)))
+        acc.all_reduce()
         profiles[name] = acc.compute()
         del model
+    if not writer:
+        return dict(profiles=profiles, selection=None)
 
     selection = select_pair(profiles) if len(profiles) >= 2 else None
     meta = dict(images=paths, num_images=len(paths), size=list(args.size), device=str(device), preset=args.preset,
@@ -237,6 +253,18 @@ def run(args: argparse.Namespace) -> dict:
         print(f'wrote {args.emit_config}')
     print(f'wrote {json_path}, profile.csv, profile.png and pca/ in {args.out_dir}')
     return dict(profiles=profiles, selection=selection)
+
+
+def _init_distributed(launcher: str) -> tuple[int, int]:
+    """(rank, world size) of this process; starts torch.distributed through MMEngine for a launcher."""
+    if launcher == 'none':
+        return 0, 1
+    from mmengine.dist import get_dist_info, init_dist, is_distributed
+
+    import mmfusion.registry  # noqa: F401  (compat: CPU-only torch gets gloo)
+    if not is_distributed():
+        init_dist(launcher)
+    return get_dist_info()
 
 
 def _jsonable(obj):
