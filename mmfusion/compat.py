@@ -292,6 +292,101 @@ def _patch_checkpoint_safety() -> None:
         runner_cls.load_or_resume = _checked_load_or_resume(runner_cls.load_or_resume)
 
 
+# --- FSDP (MMEngine's FlexibleRunner + FSDPStrategy) -------------------------------------------------------------
+
+
+def _fsdp_clip_grad_norm(model, params, max_norm: float, norm_type: float = 2.0, **kwargs):
+    """``clip_grad_norm_`` for a model wrapped in FSDP: the norm of the whole gradient, all ranks' shards together.
+
+    ``params`` (this rank's shards, as the optimizer holds them) and other ``clip_grad_norm_`` options are not used:
+    the root FSDP module finds every gradient itself.
+    """
+    return model.clip_grad_norm_(max_norm, norm_type)
+
+
+def _patch_fsdp() -> None:
+    """MMEngine 0.10.7's FSDPStrategy on torch >= 2.1 and without a GPU.
+
+    - ``FSDPStrategy`` passes ``device_id=LOCAL_RANK``, which FSDP reads as an accelerator index: on a CPU-only torch
+      the wrapper cannot be built. Without an accelerator the device is the CPU, named explicitly.
+    - ``load_optim_state_dict`` calls ``FSDP.optim_state_dict_to_load`` with torch 2.0's argument order
+      ``(state_dict, model, optim)``; torch >= 2.1 takes ``(model, optim, state_dict)``, so resuming fails.
+    - ``OptimWrapper`` clips gradients with ``torch.nn.utils.clip_grad_norm_`` over the optimizer's parameters, which
+      under FSDP are this rank's shards: each rank clips by the norm of its own shard and the ranks' updates differ
+      from an unsharded run (and from each other). The wrapper clips by the global norm (``FSDP.clip_grad_norm_``).
+    - The optimizer state FSDP returns keeps only ``state`` and ``param_groups``: the wrapper's
+      ``base_param_settings`` (the scheduled base lr, logged as ``base_lr``) is lost, and after a resume it restarts
+      from the config's lr. It is saved beside them and restored.
+    - ``state_dict_cfg='full'`` gathers with ``offload_to_cpu=True``. When the parameters already live on the CPU,
+      FSDP's offload moves nothing and then frees the gathered tensor the state dict still points to: saving a
+      checkpoint crashes (segmentation fault). Without an accelerator nothing is offloaded.
+    """
+    from mmengine._strategy.fsdp import FSDP, FSDPStrategy
+    from mmengine.device import get_device
+    from mmengine.model.wrappers.fully_sharded_distributed import MMFullyShardedDataParallel
+    from mmengine.optim import OptimWrapperDict
+    if getattr(FSDPStrategy.build_optim_wrapper, '_mmfusion_wrapped', False):
+        return
+
+    stock_fsdp_init = MMFullyShardedDataParallel.__init__
+
+    @functools.wraps(stock_fsdp_init)
+    def fsdp_init(self, module, *args, **kwargs):
+        if isinstance(kwargs.get('device_id'), int) and get_device() == 'cpu':
+            kwargs['device_id'] = torch.device('cpu')  # an int names an accelerator; FSDP runs on CPU when told so
+        stock_fsdp_init(self, module, *args, **kwargs)
+
+    MMFullyShardedDataParallel.__init__ = fsdp_init
+
+    def load_optim_state_dict(self, state_dict: dict) -> None:
+        base = state_dict.pop('base_param_settings', None)
+        loaded = FSDP.optim_state_dict_to_load(self.model, self.optim_wrapper.optimizer, state_dict)
+        if base is not None:
+            loaded['base_param_settings'] = base  # read back by OptimWrapper.load_state_dict
+        self.optim_wrapper.load_state_dict(loaded)
+
+    FSDPStrategy.load_optim_state_dict = functools.wraps(FSDPStrategy.load_optim_state_dict)(load_optim_state_dict)
+
+    stock_optim_state_dict = FSDPStrategy.optim_state_dict
+
+    @functools.wraps(stock_optim_state_dict)
+    def optim_state_dict(self) -> dict:
+        state = stock_optim_state_dict(self)
+        base = getattr(self.optim_wrapper, 'base_param_settings', None)
+        if state and base is not None:  # empty on the ranks that do not save a full state dict
+            state['base_param_settings'] = base
+        return state
+
+    FSDPStrategy.optim_state_dict = optim_state_dict
+
+    stock_build = FSDPStrategy.build_optim_wrapper
+
+    @functools.wraps(stock_build)
+    def build_optim_wrapper(self, optim_wrapper, model=None):
+        built = stock_build(self, optim_wrapper, model)
+        model = self.model if model is None else model
+        wrappers = built.optim_wrappers.values() if isinstance(built, OptimWrapperDict) else [built]
+        for wrapper in wrappers:
+            if getattr(wrapper, 'clip_func', None) is torch.nn.utils.clip_grad_norm_ and isinstance(model, FSDP):
+                wrapper.clip_func = functools.partial(_fsdp_clip_grad_norm, model)
+        return built
+
+    build_optim_wrapper._mmfusion_wrapped = True
+    FSDPStrategy.build_optim_wrapper = build_optim_wrapper
+
+    stock_state_dict_cfg = FSDPStrategy._init_state_dict_cfg
+
+    @functools.wraps(stock_state_dict_cfg)
+    def init_state_dict_cfg(self, state_dict_cfg) -> None:
+        stock_state_dict_cfg(self, state_dict_cfg)
+        if get_device() == 'cpu':  # nothing to offload to; FSDP would free the gathered tensors (see above)
+            for config in (self.state_dict_config, self.optim_state_dict_config):
+                if getattr(config, 'offload_to_cpu', False):
+                    config.offload_to_cpu = False
+
+    FSDPStrategy._init_state_dict_cfg = init_state_dict_cfg
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -306,4 +401,5 @@ def apply() -> None:
     _wrap_local_loader()
     _patch_cpu_distributed()
     _patch_checkpoint_safety()
+    _patch_fsdp()
     _APPLIED = True

@@ -207,3 +207,55 @@ def test_flexible_runner_resume_is_checked_too(tmp_path):
     (tmp_path / 'last_checkpoint').write_text('')
     with pytest.raises(CorruptCheckpointError, match='last_checkpoint is empty'):
         tiny_runner(tmp_path, max_iters=3, runner_cls=FlexibleRunner, resume=True).train()
+
+
+# --- FSDP (FlexibleRunner + FSDPStrategy) on CPU processes --------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def fsdp_run(tmp_path_factory):
+    """One 2-process run of tests/_fsdp_compat_run.py: a sharded SGD step with clipping, a 'full' checkpoint, a
+    resume."""
+    out = tmp_path_factory.mktemp('fsdp_compat')
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=root)
+    res = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29581',
+         osp.join(root, 'tests', '_fsdp_compat_run.py'), str(out)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=str(out))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return torch.load(out / 'result.pt', weights_only=True)
+
+
+def test_fsdp_strategy_wraps_a_cpu_model(fsdp_run):
+    """FSDPStrategy passes device_id=LOCAL_RANK, an accelerator index; without a GPU the model is sharded on CPU."""
+    assert {k: tuple(v.shape) for k, v in fsdp_run['stepped'].items()} == {
+        'fc1.weight': (4, 3), 'fc1.bias': (4, ), 'fc2.weight': (1, 4), 'fc2.bias': (1, )}
+
+
+def test_fsdp_clips_by_the_global_gradient_norm(fsdp_run):
+    """The clipped, sharded step is the unsharded one: the norm is the whole gradient's, not a rank's shard's."""
+    assert fsdp_run['grad_norm'] == pytest.approx(fsdp_run['reference_norm'], rel=1e-5)
+    assert fsdp_run['reference_norm'] > 0.1  # MAX_NORM of the run: clipping changed the step
+    for key, value in fsdp_run['reference'].items():
+        torch.testing.assert_close(fsdp_run['stepped'][key], value, msg=key)
+
+
+def test_fsdp_full_checkpoint_saves_and_loads_on_cpu(fsdp_run):
+    """Saving gathers the weights without an 'offload to CPU' (which, on CPU, freed them while still referenced)."""
+    for key, value in fsdp_run['stepped'].items():
+        torch.testing.assert_close(fsdp_run['resumed_weights'][key], value, msg=key)
+
+
+def test_fsdp_resume_restores_the_optimizer_state(fsdp_run):
+    """Resuming calls FSDP.optim_state_dict_to_load with torch's argument order (model, optim, state_dict)."""
+    saved, resumed = fsdp_run['saved_optim']['state'], fsdp_run['resumed_optim']['state']
+    assert sorted(saved) == sorted(resumed) == ['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']
+    for name in saved:
+        assert saved[name]['momentum_buffer'].abs().sum() > 0
+        torch.testing.assert_close(resumed[name]['momentum_buffer'], saved[name]['momentum_buffer'], msg=name)
+
+
+def test_fsdp_resume_restores_the_scheduled_base_lr(fsdp_run):
+    assert fsdp_run['base_lr'] == pytest.approx(0.5 * 2 / 3)  # LinearLR 0.5 -> 1 over 4 steps, after one step
+    assert fsdp_run['resumed_base_lr'] == fsdp_run['base_lr']

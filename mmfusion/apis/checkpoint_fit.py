@@ -29,7 +29,7 @@ def checkpoint_mismatch(model, checkpoint: Mapping, tolerance: float = CHECKPOIN
     """Compare a checkpoint's weights with ``model``'s before they are loaded (MMEngine only logs mismatches).
 
     Args:
-        model (nn.Module): The model the checkpoint is for.
+        model (nn.Module): The model the checkpoint is for, or its wrapper (DDP, FSDP).
         checkpoint (Mapping): A loaded checkpoint (``{'state_dict': ...}`` or a bare state dict).
         tolerance (float): Share of the model's entries that may be missing from the checkpoint, and of unknown
             checkpoint entries, before the checkpoint is refused. Default: ``CHECKPOINT_TOLERANCE`` (0.01).
@@ -43,9 +43,10 @@ def checkpoint_mismatch(model, checkpoint: Mapping, tolerance: float = CHECKPOIN
     state = checkpoint.get('state_dict', checkpoint)
     for pattern, repl in revise_keys:
         state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-    own = model.state_dict()
-    shape = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
-             if k in state and hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(v.shape)]
+    from mmfusion.engine.fsdp import state_dict_shapes
+    own = state_dict_shapes(model)  # unwraps DDP; under FSDP the full shapes, without gathering weights
+    shape = [f'{k} {tuple(state[k].shape)} vs {v}' for k, v in own.items()
+             if k in state and hasattr(state[k], 'shape') and tuple(state[k].shape) != v]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     parts = []
@@ -95,8 +96,7 @@ class CheckpointFitHook(Hook):
         self.strict = strict
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        from mmengine.model import is_model_wrapper
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
         source = runner._load_from or 'the latest checkpoint of the work dir'
         if self.strict:
             refuse_mismatch(model, checkpoint, source, self.config)
