@@ -43,6 +43,7 @@ from transformers.utils.constants import (
 )
 
 from mmfusion.registry import MODELS
+from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
 from .checkpoint_io import CheckpointMismatchError, LoadReport, load_into, resolve_checkpoint
@@ -463,6 +464,7 @@ class HFBackbone(VFMBackbone):
 
     Example:
         >>> from mmfusion.registry import MODELS
+from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         >>> backbone = MODELS.build(dict(type='mmfusion.HFBackbone',
         ...                              checkpoint='checkpoints/dinov2-with-registers-base',
         ...                              pyramid=dict(type='paper', channels=(128, 256, 512, 1024))))
@@ -555,7 +557,8 @@ class HFBackbone(VFMBackbone):
         self._fixed_size = self._image_size() if runner.fixed_size else None
         mean, std = self._normalisation(image_mean, image_std, folder_norm)
         self.image_mean, self.image_std = mean, std
-        in_mean, in_std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
+        # What the data preprocessors give: ImageNet-normalised 0-255 pixels.
+        in_mean, in_std = torch.tensor(IMAGENET_MEAN) / 255, torch.tensor(IMAGENET_STD) / 255
         scale, shift = in_std / torch.tensor(std), (in_mean - torch.tensor(mean)) / torch.tensor(std)
         self._renormalise = not (torch.allclose(scale, torch.ones(3)) and torch.allclose(shift, torch.zeros(3)))
         # Not in the state dict: derived from the arguments (and the folder) at every build.
