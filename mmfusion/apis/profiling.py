@@ -123,7 +123,9 @@ def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
         spec (str): one of
             - ``path/to/config.py`` (its ``backbone`` dict, else ``model.backbone``),
             - ``path/to/config.py:dotted.key`` (the dict at that key, e.g. ``model.backbone.master``),
-            - a registered backbone type, e.g. ``mmfusion.DINOv3ViT``.
+            - a registered backbone type, e.g. ``mmfusion.DINOv3ViT``,
+            - ``hf:FOLDER``, a Hugging Face ``save_pretrained`` folder run by ``mmfusion.HFBackbone`` (a plain ViT
+              gives its own features at every stride: ``pyramid=dict(type='paper', project=False)``).
         overrides (Mapping, optional): dotted keys relative to the backbone dict, e.g. ``{'checkpoint': 'x.pth'}``.
 
     Returns:
@@ -150,10 +152,21 @@ def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
             raise ProfileError(f'{path} holds no backbone dict with a type (looked at '
                                f'{key or "backbone and model.backbone"}); name one with {path}:dotted.key')
         out = dict(node)
+    elif spec.startswith('hf:'):
+        out = dict(type='mmfusion.HFBackbone', checkpoint=spec[3:])
     else:
         out = dict(type=spec)
     for k, v in (overrides or {}).items():
         _set_nested(out, k, v)
+    if spec.startswith('hf:') and 'pyramid' not in out:
+        # Profile what the encoder itself computes: a plain ViT without the pyramid's new, random projections.
+        from mmfusion.registry import MODELS
+        try:
+            plain = MODELS.build(dict(out)).plain  # reads the folder's config.json only
+        except (OSError, ValueError) as e:
+            raise ProfileError(f'--encoder {spec}: {e}') from None
+        if plain:
+            out['pyramid'] = dict(type='paper', project=False)
     return out
 
 

@@ -34,6 +34,7 @@ from .profile import (
     METRIC_KEYS,
     ProfileAccumulator,
     auxiliary_plan,
+    explain_selection,
     injection_stride,
     load_profile,
     metrics_per_image,
@@ -58,6 +59,6 @@ __all__ = [
     'spatial_precision', 'decorrelation_radius', 'shift_ncc', 'sp_radii', 'feature_gradient', 'first_component_map',
     'pca1_gradient', 'valid_mask', 'resize_image', 'srgb_to_luminance', 'sobel_magnitude', 'minmax_valid', 'top_q',
     'centreline', 'dilate', 'edge_zones', 'image_gradient', 'profile_features', 'ProfileAccumulator',
-    'injection_stride', 'auxiliary_plan', 'metrics_per_image', 'select_pair', 'save_profile', 'load_profile',
-    'save_profile_csv',
+    'injection_stride', 'auxiliary_plan', 'explain_selection', 'metrics_per_image', 'select_pair', 'save_profile',
+    'load_profile', 'save_profile_csv',
 ]

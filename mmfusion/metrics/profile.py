@@ -207,6 +207,33 @@ def select_pair(profiles: Mapping[str, Mapping[int, Mapping[str, float]]]) -> di
     return dict(master=master, auxiliary=aux, inject_stride=injection_stride({s: v['EF'] for s, v in aux_prof.items()}))
 
 
+def explain_selection(profiles: Mapping[str, Mapping[int, Mapping[str, float]]], selection: Mapping) -> dict:
+    """Why :func:`select_pair` chose what it chose: the rankings and the margins of each choice.
+
+    Args:
+        profiles (Mapping): encoder name -> stride -> metrics (at least ``SC`` and ``EF``).
+        selection (Mapping): a :func:`select_pair` result.
+
+    Returns:
+        dict: ``sc_ranking`` / ``ef_ranking`` (``[name, mean]`` pairs, best first, over all encoders),
+        ``master_margin`` (the master's mean SC minus the next encoder's), ``auxiliary_margin`` (the auxiliary's mean
+        EF minus the next non-master encoder's; None when it is the only one), ``stride_margin`` (EF_aux(s*) minus
+        its second-best stride's; None with one stride).
+    """
+    mean = {key: {n: _mean(v[key] for v in p.values()) for n, p in profiles.items()} for key in ('SC', 'EF')}
+    rank = {key: sorted(vals.items(), key=lambda kv: -kv[1]) for key, vals in mean.items()}
+    master, aux = selection['master'], selection['auxiliary']
+
+    def margin(ranking, name, exclude=()):
+        rest = [v for n, v in ranking if n not in (name, *exclude)]
+        return dict(ranking)[name] - rest[0] if rest else None
+
+    ef_aux = sorted((float(v['EF']) for v in profiles[aux].values()), reverse=True)
+    return dict(sc_ranking=[list(kv) for kv in rank['SC']], ef_ranking=[list(kv) for kv in rank['EF']],
+                master_margin=margin(rank['SC'], master), auxiliary_margin=margin(rank['EF'], aux, (master, )),
+                stride_margin=ef_aux[0] - ef_aux[1] if len(ef_aux) > 1 else None)
+
+
 def auxiliary_plan(profiles: Mapping[str, Mapping[int, Mapping[str, float]]], master: str) -> dict[int, str]:
     """Several auxiliaries (beyond the paper): per stride, the encoder whose EF most exceeds the master's there.
 

@@ -166,7 +166,14 @@ def run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from mmfusion.apis import profiling as P
-    from mmfusion.metrics import ProfileAccumulator, save_profile, save_profile_csv, select_pair
+    from mmfusion.metrics import (
+        ProfileAccumulator,
+        auxiliary_plan,
+        explain_selection,
+        save_profile,
+        save_profile_csv,
+        select_pair,
+    )
     from mmfusion.utils.fileio import claim_dir
 
     if args.threads:
@@ -233,8 +240,11 @@ def run(args: argparse.Namespace) -> dict:
         return dict(profiles=profiles, selection=None)
 
     selection = select_pair(profiles) if len(profiles) >= 2 else None
+    why = explain_selection(profiles, selection) if selection else None
+    plan = auxiliary_plan(profiles, selection['master']) if selection else None
     meta = dict(images=paths, num_images=len(paths), size=list(args.size), device=str(device), preset=args.preset,
-                encoders={n: cfg for n, cfg in configs.items()}, channels=channels)
+                encoders={n: cfg for n, cfg in configs.items()}, channels=channels, ranking=why,
+                auxiliary_plan_beyond_paper=plan)
     json_path = osp.join(args.out_dir, 'profile.json')
     save_profile(json_path, profiles, selection, _jsonable(meta))
     save_profile_csv(osp.join(args.out_dir, 'profile.csv'), profiles)
@@ -242,8 +252,7 @@ def run(args: argparse.Namespace) -> dict:
 
     print(P.format_profile_table(profiles))
     if selection:
-        print(f"recommended: master = {selection['master']} (highest mean SC), auxiliary = "
-              f"{selection['auxiliary']} (highest mean EF of the others), s* = OS{selection['inject_stride']}")
+        print(_recommendation(selection, why, plan))
     else:
         print('recommended: profile at least two encoders to choose a master and an auxiliary')
     if args.emit_config:
@@ -253,6 +262,27 @@ def run(args: argparse.Namespace) -> dict:
         print(f'wrote {args.emit_config}')
     print(f'wrote {json_path}, profile.csv, profile.png and pca/ in {args.out_dir}')
     return dict(profiles=profiles, selection=selection)
+
+
+def _recommendation(selection: dict, why: dict, plan: dict) -> str:
+    """The recommended pair and s*, with the rankings and margins behind each choice."""
+    def ranked(pairs):
+        return ', '.join(f'{n} {v:.3g}' for n, v in pairs)
+
+    def by(value):
+        return 'the only candidate' if value is None else f'by {value:.3g}'
+
+    master, aux, stride = selection['master'], selection['auxiliary'], selection['inject_stride']
+    lines = [f'recommended: master = {master}, auxiliary = {aux}, s* = OS{stride}',
+             f'  master: highest mean SC ({ranked(why["sc_ranking"])}), ahead {by(why["master_margin"])}',
+             f'  auxiliary: highest mean EF of the others ({ranked(why["ef_ranking"])}), ahead '
+             f'{by(why["auxiliary_margin"])}',
+             f'  s*: the stride of {aux}\'s EF peak, ahead of its next stride {by(why["stride_margin"])}']
+    if plan and plan != {stride: aux}:
+        steps = ', '.join(f'OS{s}: {n}' for s, n in plan.items())
+        lines.append(f'  beyond the paper, several auxiliaries (per stride, the encoder whose EF most exceeds the '
+                     f'master\'s): {steps}')
+    return '\n'.join(lines)
 
 
 def _init_distributed(launcher: str) -> tuple[int, int]:
