@@ -196,6 +196,10 @@ class MasterAuxBackbone(BaseModule):
             Default: 'mean_pad'.
         align_norm_cfg (:obj:`ConfigDict` or dict, optional): Norm after the 1x1 conv of ``align='conv'`` ('GN', 'BN',
             'SyncBN' or None). Default: dict(type='GN', num_groups=32).
+        aux_dtype (str, optional): Keep the frozen auxiliary's weights and run its forward in this dtype
+            (``'bfloat16'`` or ``'float16'``); its maps are cast back to the input's dtype. Halves its weight memory
+            and speeds it up on GPUs with fast half precision; on CPUs without bf16 instructions it is slower.
+            Default: None (the auxiliary's own dtype).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
 
     Examples:
@@ -219,6 +223,7 @@ class MasterAuxBackbone(BaseModule):
                  freeze_auxiliary: bool = True,
                  align: str = 'mean_pad',
                  align_norm_cfg: OptConfigType = _GN32,
+                 aux_dtype: Optional[str] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         several = isinstance(auxiliary, (list, tuple))
@@ -254,6 +259,9 @@ class MasterAuxBackbone(BaseModule):
         auxiliaries = [self._build_auxiliary(cfg, group, f'auxiliary[{i}]' if several else 'auxiliary')
                        for i, (cfg, group) in enumerate(zip(aux_cfgs, self.aux_groups))]
         self.auxiliary = nn.ModuleList(auxiliaries) if several else auxiliaries[0]
+        self.aux_dtype = _half_dtype(aux_dtype, self.freeze_auxiliary)
+        if self.aux_dtype is not None:
+            self.auxiliary.to(self.aux_dtype)
         channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
         self.aux_channels = tuple(channels[s] for s in self.inject_strides)
         if self.freeze_master and not isinstance(self.master, VFMBackbone):
@@ -357,8 +365,9 @@ class MasterAuxBackbone(BaseModule):
         by_stride = {}
         # no_grad: a frozen encoder must not keep activations for a backward pass that never reaches it.
         with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
+            x_aux = x if self.aux_dtype is None else x.to(self.aux_dtype)
             for encoder, group in zip(self.auxiliaries, self.aux_groups):
-                by_stride.update(zip(group, encoder(x)))
+                by_stride.update((s, f.to(x.dtype)) for s, f in zip(group, encoder(x_aux)))
         aux = tuple(by_stride[s] for s in self.inject_strides)
         size = x.shape[-2:]
         injected = []
@@ -370,6 +379,18 @@ class MasterAuxBackbone(BaseModule):
             c_out = self.out_channels[self.strides.index(s)]
             injected.append(self.align_convs[str(s)](a) if self.align == 'conv' else mean_pad_channels(a, c_out))
         return MasterAuxOutputs(master, aux, tuple(injected), self.strides, self.inject_strides)
+
+
+def _half_dtype(name: Optional[str], frozen: bool) -> Optional[torch.dtype]:
+    if name is None:
+        return None
+    dtypes = dict(bfloat16=torch.bfloat16, float16=torch.float16)
+    if name not in dtypes:
+        raise ValueError(f"aux_dtype={name!r}: use 'bfloat16', 'float16' or None")
+    if not frozen:
+        raise ValueError('aux_dtype is for a frozen auxiliary (no optimizer state in half precision); set '
+                         'freeze_auxiliary=True or aux_dtype=None')
+    return dtypes[name]
 
 
 def _as_config(cfg: ConfigType, name: str) -> dict:

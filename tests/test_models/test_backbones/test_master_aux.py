@@ -262,3 +262,24 @@ def test_fused_mask2former_loss_with_two_real_auxiliaries():
     assert model.backbone.inject_strides == (8, 16)
     assert all(p.grad is None for p in model.backbone.auxiliary.parameters())
     assert model.backbone.master.pyramid.convs[0].weight.grad.abs().sum() > 0
+
+
+# --- cheaper auxiliary ---------------------------------------------------------------------------------------------
+
+def test_aux_dtype_keeps_the_frozen_auxiliary_in_half_precision():
+    fp32 = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    half = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='bfloat16').eval()
+    half.load_state_dict(fp32.state_dict())
+    assert all(p.dtype == torch.bfloat16 for p in half.auxiliary.parameters())
+    aux_bytes = sum(p.numel() * p.element_size() for p in half.auxiliary.parameters())
+    assert aux_bytes * 2 == sum(p.numel() * p.element_size() for p in fp32.auxiliary.parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = fp32(x).injected[0], half(x).injected[0]
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=0.05, atol=0.05 * a.abs().max().item())
+
+
+def test_aux_dtype_needs_a_frozen_auxiliary():
+    with pytest.raises(ValueError, match='frozen auxiliary'):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_dtype='bfloat16')
