@@ -1,4 +1,5 @@
 """A tiny MMEngine Runner setup that does not import mmfusion (so it can show the stock behaviour)."""
+import itertools
 import random
 
 import numpy as np
@@ -7,6 +8,10 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
+
+# MMEngine keys its logger and visualizer instances by experiment name, by default the start second: two runners
+# started in the same second of one process would share them (and write into the first one's log).
+_RUN_IDS = itertools.count()
 
 
 class _TinyModel(BaseModel):
@@ -31,6 +36,7 @@ class _TinySet(Dataset):
 
 
 def tiny_runner(work_dir, max_iters, runner_cls=Runner, **kwargs):
+    kwargs.setdefault('experiment_name', f'tiny_{next(_RUN_IDS)}')
     return runner_cls(
         model=_TinyModel(),
         work_dir=str(work_dir),
@@ -84,6 +90,7 @@ def noisy_runner(work_dir, max_iters, checkpoint_interval=2, custom_hooks=(), **
     sampler whose epochs end mid-run (6 samples, batch 2), AdamW and a warm-up scheduler."""
     torch.manual_seed(0)  # the model is built before the Runner seeds (torch's own start-up seed is random)
     kwargs.setdefault('randomness', dict(seed=0))
+    kwargs.setdefault('experiment_name', f'noisy_{next(_RUN_IDS)}')
     return Runner(
         model=_NoisyModel(),
         work_dir=str(work_dir),

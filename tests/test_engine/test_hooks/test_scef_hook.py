@@ -1,6 +1,7 @@
 """SCEFHook in a real MMEngine Runner: SC/EF scalars reach the JSON logs, profiles are written, the model and the
 random generators are left as they were found; the probes are the same fixed images in every run (a resumed one
 too), and under DDP only rank 0 probes."""
+import itertools
 import json
 import os
 import os.path as osp
@@ -28,6 +29,9 @@ from mmfusion.utils.images import read_rgb
 from ._scef_models import MEAN, STD, FusionModel, Scenes, scene
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+# MMEngine keys its visualizer and logger instances by experiment name (by default the start second): runners
+# started in the same second by earlier tests must not lend theirs to these.
+_RUN_IDS = itertools.count()
 
 
 def _runner(work_dir, hook, max_iters=3, checkpoint=None, **kwargs):
@@ -42,6 +46,7 @@ def _runner(work_dir, hook, max_iters=3, checkpoint=None, **kwargs):
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint),
         custom_hooks=[hook],
         randomness=dict(seed=0),
+        experiment_name=f'scef_{osp.basename(str(work_dir))}_{next(_RUN_IDS)}',
         **kwargs)
 
 
