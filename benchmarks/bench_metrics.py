@@ -43,8 +43,8 @@ from mmfusion.metrics import (  # noqa: E402
     structural_coherence,
     structured_feature_contrast,
 )
-from mmfusion.metrics._utils import prepare_features  # noqa: E402
 from mmfusion.metrics.cluster import kmeans_multi, pca_axes, stratified_silhouettes  # noqa: E402
+from mmfusion.metrics.common import prepare_features  # noqa: E402
 from mmfusion.metrics.structure import centred, sample_points  # noqa: E402
 from tests._sklearn_ref import scs_points, sklearn_clustering_score  # noqa: E402
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmfusion.metrics._utils import as_feature
+from mmfusion.metrics.common import as_feature
 from mmfusion.metrics.structure import sample_points
 
 

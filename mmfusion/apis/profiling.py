@@ -276,7 +276,7 @@ def check_map_sizes(name: str, feats: Sequence[Tensor], strides: Sequence[int], 
         strides (Sequence[int]): their strides.
         size (Sequence[int]): the ``--size`` (H, W) the images were resized to.
     """
-    from mmfusion.metrics._utils import MIN_EF_SIDE, map_size_problems
+    from mmfusion.metrics.common import MIN_EF_SIDE, map_size_problems
 
     height, width = int(size[0]), int(size[1])
     for stride, feat in zip(strides, feats):

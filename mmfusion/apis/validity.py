@@ -270,7 +270,7 @@ def check_variants(variants: Sequence[Variant], preset: str = 'profiling') -> No
     Raises:
         ValidityError: naming the variant and the metric's complaint.
     """
-    from mmfusion.metrics._utils import PARAM_RANGES, check_params
+    from mmfusion.metrics.common import PARAM_RANGES, check_params
 
     gen = torch.Generator().manual_seed(0)
     feat = torch.randn(1, 4, 12, 12, generator=gen)

@@ -3,7 +3,7 @@
 Plain PyTorch (no OpenMMLab import), batched over B, on the device of the features, float32 inside whatever the
 input dtype. See SPEC §1-4 and the docstrings of each function.
 """
-from ._utils import PreparedFeatures, prepare_features
+from .common import PreparedFeatures, prepare_features
 from .edge_fidelity import (
     PRESETS,
     concentration,

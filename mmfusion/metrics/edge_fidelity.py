@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import (
+from .common import (
     PreparedFeatures,
     channel_chunks,
     channel_stats,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_params
+from .common import check_params
 
 # Sobel kernels. The image one (SPEC §1.4) and the feature one (SPEC §3) differ in sign and scale; only the magnitude
 # is ever used, so the sign is irrelevant, but the scale is kept for parity.

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._utils import check_options, prepare_features
+from .common import check_options, prepare_features
 from .edge_fidelity import edge_fidelity
 from .structure import structural_coherence
 

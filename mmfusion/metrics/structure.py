@@ -7,16 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import (
-    PreparedFeatures,
-    channel_moments,
-    check_params,
-    norm_map,
-    prepare_features,
-    warn_once,
-    zero_bad,
-    zscore,
-)
 from .cluster import (
     compact,
     kmeans_multi,
@@ -25,6 +15,16 @@ from .cluster import (
     silhouette,
     stratified_keep,
     stratified_silhouettes,
+)
+from .common import (
+    PreparedFeatures,
+    channel_moments,
+    check_params,
+    norm_map,
+    prepare_features,
+    warn_once,
+    zero_bad,
+    zscore,
 )
 
 

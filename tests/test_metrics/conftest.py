@@ -15,7 +15,7 @@ def one_torch_thread():
 @pytest.fixture(autouse=True)
 def fresh_metric_warnings():
     """The metrics warn once per message and process; each test starts with none shown yet."""
-    from mmfusion.metrics import _utils
-    _utils._WARNED.clear()
+    from mmfusion.metrics.common import reset_warnings
+    reset_warnings()
     yield
-    _utils._WARNED.clear()
+    reset_warnings()

@@ -24,7 +24,7 @@ from mmfusion.metrics import (
     top_q,
     valid_mask,
 )
-from mmfusion.metrics._utils import MetricWarning, check_params, map_size_problems
+from mmfusion.metrics.common import MetricWarning, check_params, map_size_problems
 
 
 def feat(h=16, w=16, c=4, seed=0):

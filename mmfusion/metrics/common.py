@@ -1,4 +1,4 @@
-"""Input checks shared by the metric functions (plain PyTorch)."""
+"""Shared by the metric functions (plain PyTorch): input checks, per-map preparation, z-scores."""
 import math
 import numbers
 import warnings
@@ -14,6 +14,11 @@ class MetricWarning(UserWarning):
 
 # Messages already shown by :func:`warn_once` (a profile computes the same metrics on the same sizes many times).
 _WARNED: set[str] = set()
+
+
+def reset_warnings() -> None:
+    """Forget which warnings :func:`warn_once` has shown (each shows again once)."""
+    _WARNED.clear()
 
 
 def warn_once(message: str) -> None:
