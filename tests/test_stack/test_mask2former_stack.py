@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.hub import get_config
 
-import mmfusion  # noqa: F401
+import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from tests._m2f import det_inputs, seg_inputs, shrink_mask2former_head, tiny_resnet
 
 RES_CH = [8, 16, 32, 64]  # tiny_resnet(8): BasicBlock stages

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-import mmfusion  # noqa: F401  (patches HistoryBuffer pickling)
+import mmfusion.registry  # noqa: F401  (applies the compat fixes: patched HistoryBuffer pickling)
 
 
 def main(argv=None) -> int:
