@@ -387,6 +387,45 @@ def _patch_fsdp() -> None:
     FSDPStrategy._init_state_dict_cfg = init_state_dict_cfg
 
 
+def _patch_meta_init_info() -> None:
+    """``BaseModule.init_weights`` on a model with parameters on the meta device (built without weights, e.g.
+    ``DINOv3ViT(init_device='meta')``, which its own ``init_weights`` materialises from the checkpoint).
+
+    The top-level call records every parameter's mean first (``param.data.mean()``, for the "initialized by" log), which
+    a meta tensor cannot give, so training could not start. Meta parameters are recorded as not yet initialised (NaN
+    mean) and the rest of the bookkeeping runs unchanged: after the children's ``init_weights`` their (now real)
+    values are compared and logged as usual.
+    """
+    from collections import defaultdict
+
+    from mmengine.model import BaseModule
+    stock = BaseModule.init_weights
+    if getattr(stock, '_mmfusion_wrapped', False):
+        return
+
+    @functools.wraps(stock)
+    def init_weights(self) -> None:
+        if hasattr(self, '_params_init_info') or not any(p.is_meta for p in self.parameters()):
+            return stock(self)
+        info = defaultdict(dict)
+        for param in self.parameters():
+            info[param]['init_info'] = ('The value is the same before and after calling `init_weights` of '
+                                        f'{type(self).__name__} ')
+            info[param]['tmp_mean_value'] = torch.tensor(float('nan')) if param.is_meta else param.data.mean().cpu()
+        for module in self.modules():
+            module._params_init_info = info
+        try:
+            stock(self)  # a recorded _params_init_info: the stock call runs as for a submodule
+            self._dump_init_info()
+        finally:
+            for module in self.modules():
+                if hasattr(module, '_params_init_info'):
+                    del module._params_init_info
+
+    init_weights._mmfusion_wrapped = True
+    BaseModule.init_weights = init_weights
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -402,4 +441,5 @@ def apply() -> None:
     _patch_cpu_distributed()
     _patch_checkpoint_safety()
     _patch_fsdp()
+    _patch_meta_init_info()
     _APPLIED = True

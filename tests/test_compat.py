@@ -259,3 +259,32 @@ def test_fsdp_resume_restores_the_optimizer_state(fsdp_run):
 def test_fsdp_resume_restores_the_scheduled_base_lr(fsdp_run):
     assert fsdp_run['base_lr'] == pytest.approx(0.5 * 2 / 3)  # LinearLR 0.5 -> 1 over 4 steps, after one step
     assert fsdp_run['resumed_base_lr'] == fsdp_run['base_lr']
+
+
+# --- init_weights of a model built on the meta device ------------------------------------------------------------
+
+
+def test_init_weights_of_a_model_with_meta_parameters():
+    """MMEngine's top-level init_weights reads every parameter's mean first, which meta parameters cannot give."""
+    from mmengine.model import BaseModule
+
+    class MetaBuilt(BaseModule):
+        """Built without weights; its init_weights gives them values in place (the Parameter objects are kept)."""
+
+        def __init__(self):
+            super().__init__()
+            with torch.device('meta'):
+                self.fc = torch.nn.Linear(2, 3)
+
+        def init_weights(self):
+            for param in self.fc.parameters():
+                torch.utils.swap_tensors(param, torch.nn.Parameter(torch.full(param.shape, 0.5)))
+            self._is_init = True
+
+    model = BaseModule()
+    model.meta_built = MetaBuilt()
+    model.head = torch.nn.Linear(3, 1)
+    model.init_weights()
+    assert not any(p.is_meta for p in model.parameters())
+    torch.testing.assert_close(model.meta_built.fc.weight, torch.full((3, 2), 0.5))
+    assert not any(hasattr(m, '_params_init_info') for m in model.modules())  # the bookkeeping is cleaned up

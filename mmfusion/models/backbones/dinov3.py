@@ -12,9 +12,11 @@ family, with the same pyramids.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
@@ -123,6 +125,13 @@ class DINOv3ViT(VFMBackbone):
     ``arch=dict(preset=..., pos_embed_rescale=None)`` to turn it off. A frozen backbone stays in eval mode, so it
     never jitters.
 
+    Large masters (``arch='vit7b16'``, 6.7B parameters): ``init_device='meta'`` builds the ViT without allocating or
+    initialising its weights (shapes only; the pyramid is built as usual). ``init_weights`` then gives it the
+    checkpoint's tensors without copying them (``load_state_dict(assign=True)``, cast to the ViT's dtype) and
+    initialises only what the checkpoint lacks (the mask token, RoPE's frequencies) the way transformers does; a
+    trained checkpoint loaded into the model (testing without ``init_weights``) is assigned the same way. Random
+    weights are not available on the meta device: without ``checkpoint`` ``init_weights`` stops with an error.
+
     Args:
         arch (str | dict): Preset (``'vits16'``, ``'vits16plus'``, ``'vitb16'``, ``'vitl16'``, ``'vith16plus'``,
             ``'vit7b16'``) or a dict of ``DINOv3ViTConfig`` fields, optionally with ``preset=``. Defaults to
@@ -138,6 +147,8 @@ class DINOv3ViT(VFMBackbone):
         frozen (bool): Freeze the ViT: no gradients (``requires_grad=False``, forward under ``no_grad``), eval mode
             kept through ``train()``. Defaults to False.
         with_cp (bool): Gradient checkpointing of the ViT blocks (transformers' own) in training. Defaults to False.
+        init_device (str): Where the ViT is built: ``'cpu'`` (random weights until ``init_weights``) or ``'meta'``
+            (no memory; ``init_weights`` assigns the checkpoint's tensors). Defaults to ``'cpu'``.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
             Defaults to None.
 
@@ -164,8 +175,11 @@ class DINOv3ViT(VFMBackbone):
                  checkpoint: Optional[str] = None,
                  frozen: bool = False,
                  with_cp: bool = False,
+                 init_device: str = 'cpu',
                  init_cfg=None):
         super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
+        if init_device not in ('cpu', 'meta'):
+            raise ValueError(f"init_device must be 'cpu' or 'meta', got {init_device!r}")
         self.arch = arch if isinstance(arch, str) else arch.get('preset')
         config = dinov3_config(arch)
         self.config = config
@@ -178,7 +192,9 @@ class DINOv3ViT(VFMBackbone):
         self.patch_size = int(patch)
         self.out_strides = check_strides(out_strides)
         self.skip_strides = check_skip_strides(skip_strides, self.out_strides)
-        self.vit = DINOv3ViTModel(config)
+        with torch.device(init_device):  # 'meta': shapes only, nothing allocated or initialised
+            self.vit = DINOv3ViTModel(config)
+        self._built_on_meta = init_device == 'meta'
         self.pyramid = self._build_pyramid(pyramid, config)
         self.out_channels = tuple(self.pyramid.out_channels)
         self._taps = frozenset(self.pyramid.taps)
@@ -190,12 +206,77 @@ class DINOv3ViT(VFMBackbone):
         if self._num_blocks < config.num_hidden_layers:
             self.vit.model.layer = self.vit.model.layer[:self._num_blocks]
 
-        self._warn_if_random(self._how_to_get())
+        if init_device != 'meta':  # on meta, init_weights refuses to go on without a checkpoint
+            self._warn_if_random(self._how_to_get())
         if with_cp:
             self.vit.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
         self._set_frozen()
+        # A state dict loaded into a model built on meta (a trained checkpoint, without init_weights) is assigned.
+        self.register_load_state_dict_pre_hook(self._assign_if_meta)
 
     pretrained_modules = ('vit', )
+
+    @property
+    def on_meta(self) -> bool:
+        """Whether some ViT weight is still on the meta device (built with ``init_device='meta'``, not loaded)."""
+        # parameters()/buffers(), not state_dict(): inside an FSDP wrapper state_dict() would gather the weights.
+        tensors = itertools.chain(self.vit.parameters(), self.vit.buffers())
+        return self._built_on_meta and any(t.is_meta for t in tensors)
+
+    def init_weights(self) -> None:
+        """Load ``checkpoint`` into the ViT (see :class:`VFMBackbone`); on the meta device a checkpoint is
+        required."""
+        if self.checkpoint is None and self.on_meta:
+            raise ValueError(f"{type(self).__name__}(arch={self.arch or 'dict'!r}) was built with init_device='meta', "
+                             'which has no random weights, and checkpoint=None gives it none to load; pass '
+                             "checkpoint=PATH, or init_device='cpu' for random weights")
+        super().init_weights()
+
+    def materialize(self, state: Optional[Mapping[str, Tensor]] = None) -> None:
+        """Give the ViT built on the meta device real (CPU) tensors.
+
+        Entries of ``state`` (ViT keys, e.g. a converted checkpoint) with the right shape become the weights without a
+        copy (``load_state_dict(assign=True)``, cast to the ViT's dtype). Every tensor still on meta afterwards is
+        allocated and initialised as transformers initialises its module (other tensors of that module are kept).
+        The parameters stay the same objects (their contents are swapped in): MMEngine's ``init_weights`` bookkeeping,
+        optimizers and wrappers refer to them.
+
+        Args:
+            state (Mapping[str, Tensor], optional): Tensors to assign. Defaults to None (initialise everything).
+        """
+        vit = self.vit
+        own = vit.state_dict()
+        assigned = {k: v.to(own[k].dtype) for k, v in (state or {}).items()
+                    if k in own and own[k].is_meta and tuple(v.shape) == tuple(own[k].shape)}
+        swap = torch.__future__.get_swap_module_params_on_conversion()
+        torch.__future__.set_swap_module_params_on_conversion(True)  # assign and to_empty keep Parameter objects
+        try:
+            if assigned:
+                vit.load_state_dict(assigned, strict=False, assign=True)
+            self._init_remaining_meta()
+        finally:
+            torch.__future__.set_swap_module_params_on_conversion(swap)
+        self._built_on_meta = False
+
+    def _init_remaining_meta(self) -> None:
+        vit = self.vit
+        for module in vit.modules():
+            local = dict(module.named_parameters(recurse=False))
+            local.update(module.named_buffers(recurse=False))
+            if not any(t.is_meta for t in local.values()):
+                continue
+            # detach(): to_empty swaps a CPU parameter's data in place; the detached view keeps the given values.
+            keep = {n: t.detach() for n, t in local.items() if not t.is_meta}
+            module.to_empty(device='cpu', recurse=False)
+            vit._init_weights(module)  # transformers' own initialisation (RoPE frequencies, zero mask token, ...)
+            with torch.no_grad():
+                for name, tensor in keep.items():
+                    getattr(module, name).copy_(tensor)
+
+    def _assign_if_meta(self, module, state_dict, prefix, *args) -> None:
+        if self.on_meta:
+            vit = prefix + 'vit.'
+            self.materialize({k[len(vit):]: v for k, v in state_dict.items() if k.startswith(vit)})
 
     def _build_pyramid(self, pyramid: Union[str, dict], config: DINOv3ViTConfig) -> nn.Module:
         return build_pyramid(pyramid, embed_dim=config.hidden_size, num_layers=config.num_hidden_layers,
@@ -239,6 +320,8 @@ class DINOv3ViT(VFMBackbone):
             parts = key.split('.')
             return key.startswith('model.layer.') and parts[2].isdigit() and int(parts[2]) >= kept
 
+        if self.on_meta:
+            self.materialize(state)  # load_into's copy is then a copy of each tensor onto itself (free)
         # The mask token only serves masked-image pretraining; an empty register-token tensor has nothing to load.
         return load_into(self.vit, state, source=path, skip=dropped_block,
                   optional=lambda k: k == 'embeddings.mask_token' or own[k].numel() == 0)
@@ -282,6 +365,9 @@ class DINOv3ViT(VFMBackbone):
             tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry (None for
             ``skip_strides``).
         """
+        if self.on_meta:
+            raise RuntimeError(f"{type(self).__name__} was built with init_device='meta' and has no weights yet: call "
+                               'init_weights() (loads checkpoint) or load a trained checkpoint before running it')
         size = tuple(x.shape[-2:])
         padded = pad_to_multiple(x, self.patch_size)
         with self._grad_context():
