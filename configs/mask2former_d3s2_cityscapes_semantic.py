@@ -10,3 +10,5 @@ optim_wrapper = {{_base_.fusion_optim_wrapper}}
 # mmseg's mIoU, and the boundary IoU (docs/boundary_metrics.md).
 val_evaluator = [{{_base_.val_evaluator}}, dict(type='mmfusion.BoundaryIoUMetric')]
 test_evaluator = val_evaluator
+# Exact resume: generator states in every checkpoint (mmfusion.RNGStateHook).
+custom_hooks = [dict(type='mmfusion.RNGStateHook')]

@@ -15,3 +15,5 @@ val_evaluator = [
          backend_args={{_base_.backend_args}})
 ]
 test_evaluator = val_evaluator
+# Exact resume: generator states in every checkpoint (mmfusion.RNGStateHook).
+custom_hooks = [dict(type='mmfusion.RNGStateHook')]

@@ -5,3 +5,5 @@ custom_imports = dict(imports=['mmfusion.models', 'mmfusion.engine'], allow_fail
 
 model = {{_base_.d3s2_det_model}}
 optim_wrapper = {{_base_.fusion_optim_wrapper}}
+# Exact resume: generator states in every checkpoint (mmfusion.RNGStateHook).
+custom_hooks = [dict(type='mmfusion.RNGStateHook')]

@@ -1,7 +1,7 @@
 """Fixes for what the pinned OpenMMLab stack (mmengine 0.10.7, mmcv 2.1.0) gets wrong on torch >= 2.6.
 
-Applied once by ``import mmfusion``; every fix is idempotent and narrow, and has a test that fails without it
-(``tests/test_compat.py``).
+Applied once by ``import mmfusion.registry`` (which every OpenMMLab part of mmfusion imports); every fix is
+idempotent and narrow, and has a test that fails without it (``tests/test_compat.py``).
 
 torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, and mmengine 0.10.7 calls ``torch.load``
 without the argument. Its checkpoints hold more than tensors: the ``message_hub`` state pickles

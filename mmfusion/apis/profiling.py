@@ -23,7 +23,24 @@ CHECKPOINT_KEYS = ('checkpoint', 'pretrained', 'ckpt', 'ckpt_path', 'weights')
 
 
 class ProfileError(Exception):
-    """Bad profiler input; the message says what to fix."""
+    """Bad profiler input.
+
+    The message states the problem in the library's own terms; ``advice`` (optional) is how to fix it in the words
+    of the command-line tools (their flags), which :func:`tool_error` appends.
+
+    Args:
+        message (str): The problem.
+        advice (str): The fix, naming the tool's flag. Defaults to ''.
+    """
+
+    def __init__(self, message: str, advice: str = ''):
+        super().__init__(message)
+        self.advice = advice
+
+
+def tool_error(exc: ProfileError) -> str:
+    """The one line a command-line tool prints for ``exc``: the problem, then the flag to change."""
+    return f'{exc}; {exc.advice}' if exc.advice else str(exc)
 
 
 # --- images --------------------------------------------------------------------------------------------------
@@ -32,12 +49,12 @@ class ProfileError(Exception):
 def list_images(folder: str, num: int | None = None) -> list[str]:
     """The image files of ``folder`` (not recursive), sorted by name, the first ``num`` of them."""
     if not osp.isdir(folder):
-        raise ProfileError(f'image folder not found: {folder}; pass an existing folder to --images')
+        raise ProfileError(f'image folder not found: {folder}', 'pass an existing folder to --images')
     try:
         return _images.list_images(folder, num, exts=IMAGE_EXTS)
     except FileNotFoundError:
-        raise ProfileError(f'no {"/".join(IMAGE_EXTS)} images in {folder}; put some there or pass another '
-                           '--images') from None
+        raise ProfileError(f'no {"/".join(IMAGE_EXTS)} images in {folder}',
+                           'put some there or pass another --images') from None
 
 
 def load_image(path: str, size: Sequence[int] | None = None) -> Tensor:
@@ -63,11 +80,11 @@ def dataset_infos(config: str, split: str = 'val', num: int | None = None) -> li
     from mmengine.registry import DATASETS, init_default_scope
 
     if not osp.isfile(config):
-        raise ProfileError(f'dataset config not found: {config}; pass an existing file to --dataset-config')
+        raise ProfileError(f'dataset config not found: {config}', 'pass an existing file to --dataset-config')
     cfg = Config.fromfile(config)
     key = f'{split}_dataloader'
     if key not in cfg or 'dataset' not in cfg[key]:
-        raise ProfileError(f'{config} has no {key}.dataset; choose another --split (train/val/test)')
+        raise ProfileError(f'{config} has no {key}.dataset', 'choose another --split (train/val/test)')
     ds_cfg = cfg[key]['dataset'].copy()
     ds_cfg['pipeline'] = []
     init_default_scope(cfg.get('default_scope', 'mmengine'))
@@ -84,7 +101,7 @@ def dataset_infos(config: str, split: str = 'val', num: int | None = None) -> li
         info = dict(dataset.get_data_info(i))
         path = info.get('img_path') or info.get('filename')
         if path is None:
-            raise ProfileError(f'the {split} dataset of {config} gives no img_path; use --images instead')
+            raise ProfileError(f'the {split} dataset of {config} gives no img_path', 'use --images instead')
         info['img_path'] = path
         infos.append(info)
     return infos
@@ -138,13 +155,13 @@ def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
     if path.endswith('.py'):
         from mmengine.config import Config
         if not osp.isfile(path):
-            raise ProfileError(f'encoder config not found: {path}; fix the --encoder value')
+            raise ProfileError(f'encoder config not found: {path}', 'fix the --encoder value')
         cfg = Config.fromfile(path).to_dict()
         if key:
             node = cfg
             for k in key.split('.'):
                 if not isinstance(node, dict) or k not in node:
-                    raise ProfileError(f'{path} has no {key}; fix the part after ":" in --encoder')
+                    raise ProfileError(f'{path} has no {key}', 'fix the part after ":" in --encoder')
                 node = node[k]
         else:
             node = cfg.get('backbone') or (cfg.get('model') or {}).get('backbone')
@@ -164,7 +181,7 @@ def encoder_config(spec: str, overrides: Mapping | None = None) -> dict:
         try:
             plain = MODELS.build(dict(out)).plain  # reads the folder's config.json only
         except (OSError, ValueError) as e:
-            raise ProfileError(f'--encoder {spec}: {e}') from None
+            raise ProfileError(f'encoder {spec}: {e}', 'fix the --encoder value') from None
         if plain:
             out['pyramid'] = dict(type='paper', project=False)
     return out
@@ -183,8 +200,8 @@ def check_checkpoints(name: str, cfg: Mapping, prefix: str = '') -> None:
         if isinstance(val, Mapping):
             check_checkpoints(name, val, where + '.')
         elif key in CHECKPOINT_KEYS and isinstance(val, str) and '://' not in val and not osp.exists(val):
-            raise ProfileError(f'checkpoint of encoder {name} not found: {val}; download it or set '
-                               f'--cfg-options {name}.{where}=PATH')
+            raise ProfileError(f'checkpoint of encoder {name} not found: {val}',
+                               f'download it or set --cfg-options {name}.{where}=PATH')
 
 
 def build_encoder(name: str, cfg: dict):
@@ -209,15 +226,15 @@ def build_encoder(name: str, cfg: dict):
             model = MODELS.build(cfg)
     except KeyError as e:
         if 'registry' in str(e) or 'not in the' in str(e):
-            raise ProfileError(f'unknown encoder type {cfg.get("type")!r} for {name}: give a config file, a '
-                               'registered backbone type (e.g. mmfusion.DINOv3ViT), or register yours with '
-                               '--custom-imports') from None
+            raise ProfileError(f'unknown encoder type {cfg.get("type")!r} for {name}',
+                               'give a config file, a registered backbone type (e.g. mmfusion.DINOv3ViT), or '
+                               'register yours with --custom-imports') from None
         raise ProfileError(f'cannot build encoder {name}: {type(e).__name__}: {e}') from None
     except FileNotFoundError as e:
         raise ProfileError(f'encoder {name}: {e}') from None
     except Exception as e:
-        raise ProfileError(f'cannot build encoder {name} ({type(e).__name__}: {e}); fix its config or '
-                           '--cfg-options') from None
+        raise ProfileError(f'cannot build encoder {name} ({type(e).__name__}: {e})',
+                           'fix its config or --cfg-options') from None
     # Pretrained weights load in init_weights() (mmfusion's VFM backbones from `checkpoint=`, OpenMMLab ones from
     # init_cfg); building alone reads no file.
     if hasattr(model, 'init_weights'):
@@ -290,9 +307,9 @@ def check_map_sizes(name: str, feats: Sequence[Tensor], strides: Sequence[int], 
             need_h = max(need_h, 16 * stride)
         else:
             need_w = max(need_w, 16 * stride)
-        raise ProfileError(f'--size {height} {width} is too small for stride {stride}: encoder {name} gives '
-                           f'{h}x{w} maps there and {"; ".join(problems)}; use --size {need_h} {need_w} or larger '
-                           '(or profile fewer strides)')
+        raise ProfileError(f'images resized to {height}x{width} are too small for stride {stride}: encoder {name} gives '
+                           f'{h}x{w} maps there and {"; ".join(problems)}',
+                           f'use --size {need_h} {need_w} or larger (or profile fewer strides)')
 
 
 # --- pictures and tables -------------------------------------------------------------------------------------

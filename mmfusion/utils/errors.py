@@ -20,6 +20,7 @@ _OTHER_TYPES = (
     ('mmfusion.apis.profiling', 'ProfileError'),
     ('mmfusion.models.backbones.checkpoint_io', 'CheckpointMismatchError'),
     ('mmfusion.compat', 'UnsafeCheckpointError'),
+    ('mmfusion.compat', 'CorruptCheckpointError'),
 )
 # What MMEngine's registry prefixes to an error raised while building a module.
 _BUILD_PREFIX = re.compile(r'^(class `\w+` in [^:]+: )+')

@@ -82,6 +82,7 @@ def test_config_builds_without_reading_pretrained_files(path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope in ('mmdet', 'mmseg')
     assert {'mmfusion.models', 'mmfusion.engine'} <= set(cfg.custom_imports.imports)
+    assert 'mmfusion.RNGStateHook' in [h['type'] for h in cfg.get('custom_hooks', [])]  # exact resume everywhere
     bb = cfg.model.backbone
     if bb.type == 'mmfusion.MasterAuxBackbone':
         encoders = [bb.master, *(bb.auxiliary if isinstance(bb.auxiliary, list) else [bb.auxiliary])]

@@ -113,7 +113,8 @@ def test_empty_image_folder_is_a_one_line_error(tool, setup, tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     argv = ['--images', str(tmp_path / 'empty')] + args_for(setup, tmp_path / 'o')[2:]
     msg = run_error(tool, argv, capsys)
-    assert msg.startswith('metric_validity.py: error: no .png/.jpg/.jpeg images in') and 'empty' in msg
+    from mmfusion.utils.images import IMAGE_EXTS
+    assert msg.startswith(f'metric_validity.py: error: no {"/".join(IMAGE_EXTS)} images in') and 'empty' in msg
 
 
 def test_results_strides_that_do_not_match_are_a_one_line_error(tool, setup, tmp_path, capsys):

@@ -166,6 +166,6 @@ def test_builds_in_mmfusion_scope_whatever_the_callers_default_scope():
 def test_size_too_small_for_the_strides_is_refused_blaming_size(tool, image_dir, tmp_path, capsys):
     # At 64x64 the OS8 maps are 8x8: one SFC cell, so SC would be 0 there for every encoder.
     msg = run_error(tool, base_args(image_dir, tmp_path / 'o', '--num-vis', '0', size=('64', '64')), capsys)
-    assert 'error: --size 64 64 is too small for stride 8: encoder a gives 8x8 maps there' in msg
+    assert 'error: images resized to 64x64 are too small for stride 8: encoder a gives 8x8 maps there' in msg
     assert 'SFC needs 2 cells of 8x8 px' in msg and 'use --size 64 128 or larger' in msg
     assert not (tmp_path / 'o' / 'profile.json').exists()

@@ -69,3 +69,15 @@ def test_profiles_three_encoders_two_of_them_hugging_face_folders(tool, tmp_path
     assert [n for n, _ in ranking['sc_ranking']] == sorted(means, key=lambda n: -means[n])
     printed = capsys.readouterr().out
     assert f"master = {doc['selection']['master']}" in printed and 'ahead by' in printed
+
+
+def test_library_errors_state_the_problem_and_the_tool_adds_the_flag(tool, tmp_path, capsys):
+    from mmfusion.apis.profiling import ProfileError, list_images
+    with pytest.raises(ProfileError) as err:
+        list_images(str(tmp_path / 'absent'))
+    assert '--' not in str(err.value) and '--images' in err.value.advice
+    with pytest.raises(SystemExit):
+        tool.main(['--images', str(tmp_path / 'absent'), '--encoder', 'a=mmfusion.StubPyramid'])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == f'profile_vfm.py: error: image folder not found: {tmp_path / "absent"}; pass an existing folder ' \
+                   'to --images'

@@ -209,11 +209,11 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv=None) -> dict:
     """Entry point; bad input exits with a one-line ``metric_validity.py: error: ...`` message (status 2)."""
     args = parse_args(argv)
-    from mmfusion.apis.profiling import ProfileError
+    from mmfusion.apis.profiling import ProfileError, tool_error
     try:
         return run(args)
     except ProfileError as e:
-        print(f'metric_validity.py: error: {e}', file=sys.stderr)
+        print(f'metric_validity.py: error: {tool_error(e)}', file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -310,8 +310,17 @@ def _jsonable(obj):
 def main(argv=None) -> dict:
     """Entry point; bad input exits with a one-line ``profile_vfm.py: error: ...`` message (status 2); ``--debug``
     or ``MMFUSION_DEBUG=1`` shows the traceback instead."""
+    from mmfusion.apis.profiling import ProfileError, tool_error
     from mmfusion.apis.runner_utils import run_tool
-    return run_tool(lambda args: run(parse_args(args)), argv, prog='profile_vfm.py')
+    from mmfusion.utils.errors import UserError
+
+    def profile(args):
+        try:
+            return run(parse_args(args))
+        except ProfileError as e:  # the library states the problem; the tool names the flag that fixes it
+            raise UserError(tool_error(e)) from e
+
+    return run_tool(profile, argv, prog='profile_vfm.py')
 
 
 if __name__ == '__main__':
