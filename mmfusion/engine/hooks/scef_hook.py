@@ -16,7 +16,7 @@ from mmengine.hooks import Hook, LoggerHook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from mmfusion.metrics import ProfileAccumulator, save_profile
+from mmfusion.metrics import DEFAULT_STRIDES, ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
 from mmfusion.utils.images import list_images, normalize, read_rgb
 
@@ -97,7 +97,7 @@ class SCEFHook(Hook):
                  num_probes: int = 4,
                  probe_size: Tuple[int, int] = (256, 512),
                  before_train: bool = True,
-                 strides: Sequence[int] = (4, 8, 16, 32),
+                 strides: Sequence[int] = DEFAULT_STRIDES,
                  preset: str = 'profiling',
                  batch_size: int = 2,
                  log_keys: Sequence[str] = ('SC', 'EF')) -> None:

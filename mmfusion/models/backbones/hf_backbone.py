@@ -42,6 +42,7 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
+from mmfusion.metrics import DEFAULT_STRIDES
 from mmfusion.registry import MODELS
 from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
@@ -478,7 +479,7 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
     def __init__(self,
                  checkpoint: Optional[str] = None,
                  config: Optional[dict] = None,
-                 out_strides: Sequence[int] = (4, 8, 16, 32),
+                 out_strides: Sequence[int] = DEFAULT_STRIDES,
                  skip_strides: Sequence[int] = (),
                  pyramid: Union[str, dict, None] = None,
                  stage_norms: bool = False,

@@ -15,6 +15,7 @@ from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
+from mmfusion.metrics import DEFAULT_STRIDES
 from mmfusion.registry import MODELS
 
 from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
@@ -94,7 +95,7 @@ class SAM2Hiera(VFMBackbone):
 
     def __init__(self,
                  arch: Union[str, dict] = 'base_plus',
-                 out_strides: Sequence[int] = (4, 8, 16, 32),
+                 out_strides: Sequence[int] = DEFAULT_STRIDES,
                  skip_strides: Sequence[int] = (),
                  checkpoint: Optional[str] = None,
                  frozen: bool = True,
