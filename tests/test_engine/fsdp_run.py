@@ -49,8 +49,9 @@ def _facts(runner) -> dict:
         trainable_not_in_optimizer=[n for n, p in model.named_parameters() if p.requires_grad and
                                     id(p) not in in_optimizer],
         weight_decay=decay,
-        clip_func=getattr(runner.optim_wrapper.clip_func, '__name__', None) or type(
-            runner.optim_wrapper.clip_func).__name__)
+        meta_tensors=sum(t.is_meta for t in [*model.parameters(), *model.buffers()]),
+        checkpointed_blocks=sum(type(m).__name__ == 'DINOv3ViTLayer' and m.gradient_checkpointing
+                                for m in model.modules()))
 
 
 def main(ddp_cfg: str, fsdp_cfg: str, work_dir: str) -> None:

@@ -2,10 +2,11 @@
 
 The flagship config, shrunk (tiny DINOv3 master + tiny frozen SAM2 auxiliary, real architectures, tiny head and
 data), is trained for 3 iterations by ``tools/train.py`` twice from the same initial weights: with DDP (MMEngine's
-Runner) and with the shipped FSDP strategy (FlexibleRunner + FSDPStrategy, full sharding). The FSDP run is then
-resumed from its iteration-2 checkpoint. ``fsdp_run.py`` reseeds every generator with ``seed + iteration`` and the
-augmentations are made deterministic, so that all runs draw the same numbers at the same iteration and their logged
-losses can be compared.
+Runner) and with the shipped FSDP strategy (FlexibleRunner + FSDPStrategy, full sharding), whose master is built as
+the 7B config builds it (meta device, weights from its checkpoint in init_weights, activation checkpointing). The FSDP
+run is then resumed from its iteration-2 checkpoint. ``fsdp_run.py`` reseeds every generator with
+``seed + iteration`` and the augmentations are made deterministic, so that all runs draw the same numbers at the same
+iteration and their logged losses can be compared.
 """
 import json
 import os
@@ -18,6 +19,7 @@ import torch
 from mmengine.config import Config
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
+from tests.test_models.test_backbones.vfm_utils import hf_dinov3, hf_to_meta
 from tests.test_tools.test_train_test_tools import tiny_flagship
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -60,6 +62,11 @@ def _tiny_configs(data_root: str, out: str) -> tuple:
     cfg.runner_type = shipped.runner_type
     cfg.strategy = shipped.strategy
     cfg.custom_imports = shipped.custom_imports
+    # As the 7B config builds its master: on the meta device, given its checkpoint by init_weights, blocks checkpointed.
+    # (load_from then sets the same weights as the DDP run's.)
+    pretrained = osp.join(out, 'dinov3_tiny.pth')
+    torch.save(hf_to_meta(hf_dinov3(seed=1)), pretrained)
+    cfg.model.backbone.master.update(init_device='meta', checkpoint=pretrained, with_cp=True)
     fsdp_path = osp.join(out, 'tiny_fsdp.py')
     cfg.dump(fsdp_path)
     return ddp_path, fsdp_path
@@ -125,6 +132,13 @@ def test_fsdp_units_are_master_blocks_and_frozen_auxiliary(runs):
     assert facts['wrapper'] == 'MMFullyShardedDataParallel'
     assert sorted(facts['units']) == sorted(['Mask2Former', 'SAM2Hiera'] + ['DINOv3ViTLayer'] * 3)
     assert runs['facts']['ddp']['wrapper'] == 'MMDistributedDataParallel'
+
+
+def test_fsdp_run_materialised_the_meta_master_and_checkpoints_its_blocks(runs):
+    facts = runs['facts']['fsdp']
+    assert facts['meta_tensors'] == 0
+    assert facts['checkpointed_blocks'] == 3
+    assert runs['facts']['ddp']['checkpointed_blocks'] == 0
 
 
 def test_fsdp_optimizer_groups_follow_the_fusion_constructor(runs):
