@@ -53,7 +53,8 @@ def base_args(image_dir, out_dir, *extra, size=('48', '128')):
 def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path, capsys):
     base_cfg = tmp_path / 'base.py'
     base_cfg.write_text("model = dict(type='Fused', backbone=dict(type='mmfusion.MasterAuxBackbone', inject_stride=16),"
-                        "\n             neck=dict(type='mmfusion.MetricGuidedNeck'))\n")
+                        "\n             neck=dict(type='mmfusion.MetricGuidedNeck'),"
+                        "\n             panoptic_head=dict(in_channels=[1, 1]))\n")
     emitted = tmp_path / 'configs' / 'fused.py'
     out = tmp_path / 'out'
     result = tool.main(base_args(image_dir, out, '--num-vis', '2', '--emit-config', str(emitted), '--base-config',
@@ -89,6 +90,10 @@ def test_profiles_two_encoders_and_writes_every_output(tool, image_dir, tmp_path
     aux_channels = {'a': dict(zip((4, 8, 16, 32), (4, 8, 16, 32))), 'b': dict.fromkeys((4, 8, 16, 32), 8)}
     assert doc['meta']['channels'][sel['auxiliary']][str(s_star)] == aux_channels[sel['auxiliary']][s_star]
     assert f"auxiliary: {sel['auxiliary']}" in emitted.read_text()
+    master_channels = doc['meta']['channels'][sel['master']]
+    assert cfg.model.panoptic_head.in_channels == [master_channels['4'], master_channels['8']]
+    assert cfg.model.backbone.master.type == ('StubPyramid' if sel['master'] == 'a' else 'mmfusion.StubPyramid')
+    assert cfg.model.backbone.auxiliary.out_strides == [4, 8]
 
 
 def test_profile_is_reproducible(tool, image_dir, tmp_path):
@@ -169,3 +174,52 @@ def test_size_too_small_for_the_strides_is_refused_blaming_size(tool, image_dir,
     assert 'error: images resized to 64x64 are too small for stride 8: encoder a gives 8x8 maps there' in msg
     assert 'SFC needs 2 cells of 8x8 px' in msg and 'use --size 64 128 or larger' in msg
     assert not (tmp_path / 'o' / 'profile.json').exists()
+
+
+# The real encoder families at toy sizes (as tools/demo.py --smoke builds them), in their parameter-free form.
+TINY_ENCODERS = {
+    'dinov3': dict(type='mmfusion.DINOv3ViT', pyramid=dict(type='paper', project=False), checkpoint=None,
+                   arch=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             num_register_tokens=1)),
+    'sam2': dict(type='mmfusion.SAM2Hiera', checkpoint=None,
+                 arch=dict(embed_dim=8, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3, ),
+                           window_spec=(8, 4, 4, 2), window_pos_embed_bkg_spatial_size=(4, 4), q_pool=3)),
+}
+
+
+@pytest.mark.parametrize('master,aux,stride,base,head', [
+    ('dinov3', 'sam2', 16, 'configs/mask2former_d3s2_cityscapes.py', 'panoptic_head'),
+    ('sam2', 'dinov3', 8, 'configs/mask2former_d3s2_cityscapes_semantic.py', 'decode_head'),
+])
+def test_emitted_config_trains_the_selected_pair(tool, tmp_path, master, aux, stride, base, head):
+    from mmengine.config import Config
+
+    from mmfusion.apis.profiling import build_encoder, encoder_strides
+    from mmfusion.registry import MODELS
+
+    channels = {}
+    for name, cfg in TINY_ENCODERS.items():  # what the profiler records in meta.channels
+        enc = build_encoder(name, cfg)
+        feats = enc(torch.zeros(1, 3, 64, 64))
+        channels[name] = {s: int(f.shape[1]) for s, f in zip(encoder_strides(enc), feats)}
+    profiles = {n: {s: dict(SC=0.5, EF=float(s)) for s in (4, 8, 16, 32)} for n in TINY_ENCODERS}
+    selection = dict(master=master, auxiliary=aux, inject_stride=stride)
+    emitted = tmp_path / 'fused.py'
+    tool.emit_config(str(emitted), osp.join(ROOT, base), selection, profiles, channels, 'profile.json',
+                     TINY_ENCODERS)
+
+    cfg = Config.fromfile(str(emitted))
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmfusion.MasterAuxBackbone' and backbone.inject_stride == stride
+    assert backbone.master.to_dict() == TINY_ENCODERS[master] and backbone.auxiliary.to_dict() == TINY_ENCODERS[aux]
+    expected = [channels[master][s] for s in (4, 8, 16, 32)]
+    assert cfg.model[head].in_channels == expected
+    assert expected == ([32] * 4 if master == 'dinov3' else [8, 16, 32, 64])
+
+    model = MODELS.build(cfg.model)  # the whole Mask2Former, with the emitted pair
+    assert type(model.backbone.master).__name__ == type(build_encoder('m', TINY_ENCODERS[master])).__name__
+    assert model.backbone.inject_strides == (stride, ) and list(model.backbone.out_channels) == expected
+    with torch.no_grad():
+        feats = model.extract_feat(torch.zeros(1, 3, 64, 64))
+        mask_feat, multi_scale = getattr(model, head).pixel_decoder(feats)  # the head's input projections accept them
+    assert mask_feat.shape[-2:] == (16, 16) and len(multi_scale) == 3

@@ -20,7 +20,10 @@ Outputs in --out-dir: profile.json (read by MetricGuidedNeck(inject_stride='auto
 profile.csv (one row per encoder x stride, every metric), profile.png (SC and EF against stride) and
 pca/{encoder}_os{stride}_img{i}.png (first three principal components of each map of the first --num-vis images,
 with pca/img{i}.png the input). With --emit-config PATH --base-config CFG it also writes a fused-model config that
-inherits CFG and sets model.backbone.inject_stride = s*, the one key the fused backbone needs.
+inherits CFG and trains the selected pair: model.backbone.master / .auxiliary = the profiled configs of the selected
+encoders, model.backbone.inject_stride = s*, and the head's in_channels (panoptic_head for mmdet, decode_head for
+mmseg) = the master's channels per stride. Profile the encoders in the form they are fused in (e.g. DINOv3 with
+pyramid=dict(type='paper', project=False): a frozen auxiliary has no new layers).
 
 Examples:
   python tools/analysis/profile_vfm.py --images data/cityscapes/leftImg8bit/val/frankfurt --num-images 50 \\
@@ -38,6 +41,7 @@ import argparse
 import importlib
 import os
 import os.path as osp
+import pprint
 import sys
 
 import torch
@@ -110,12 +114,18 @@ def parse_encoders(values, cfg_options) -> dict[str, tuple[str, dict]]:
     return encoders
 
 
-def emit_config(path: str, base: str, selection: dict, profiles: dict, channels: dict, profile_json: str) -> None:
-    """Write a config inheriting ``base`` that injects the auxiliary at s*.
+def emit_config(path: str, base: str, selection: dict, profiles: dict, channels: dict, profile_json: str,
+                encoders: dict) -> None:
+    """Write a config inheriting ``base`` that trains the selected pair: master, auxiliary and s*.
 
-    Sets ``model.backbone.inject_stride = s*``: the fused backbone owns the injection stride, so the auxiliary's
-    strides, the master's skipped level, the alignment and the neck all follow from it. Master and auxiliary are
-    named in a comment: the base config decides which encoders they are.
+    Sets ``model.backbone.master`` / ``model.backbone.auxiliary`` to the configs of the selected encoders exactly as
+    they were profiled (replacing the base's, ``_delete_``), ``model.backbone.inject_stride`` = s* (the fused
+    backbone owns it, so the auxiliary's strides, the master's skipped level, the alignment and the neck follow),
+    and the Mask2Former head's ``in_channels`` (``panoptic_head`` for mmdet, ``decode_head`` for mmseg) = the
+    master's channels per stride as the profiler measured them.
+
+    Args:
+        encoders (dict): {name: backbone config} of the profiled encoders.
     """
     from mmengine.config import Config
 
@@ -131,20 +141,38 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
     if (model.get('backbone') or {}).get('type') != 'mmfusion.MasterAuxBackbone':
         raise ProfileError(f'--base-config {base} has no mmfusion.MasterAuxBackbone backbone; pass a fused config, '
                            'e.g. configs/mask2former_d3s2_cityscapes.py')
-    model_items = [f'backbone=dict(inject_stride={stride})']
+    head = next((k for k in ('panoptic_head', 'decode_head') if k in model), None)
+    if head is None:
+        raise ProfileError(f'--base-config {base} has neither model.panoptic_head (mmdet Mask2Former) nor '
+                           'model.decode_head (mmseg); pass a fused Mask2Former config')
+    master_channels = [int(channels[master][s]) for s in sorted(channels[master])]
+    backbone = dict(master={'_delete_': True, **_plain(encoders[master])},
+                    auxiliary={'_delete_': True, **_plain(encoders[aux])}, inject_stride=stride)
+    model_text = pprint.pformat({'backbone': backbone, head: {'in_channels': master_channels}}, width=116,
+                                sort_dicts=False)
     mean_sc = sum(v['SC'] for v in profiles[master].values()) / len(profiles[master])
     mean_ef = sum(v['EF'] for v in profiles[aux].values()) / len(profiles[aux])
     rel = osp.relpath(osp.abspath(base), osp.dirname(osp.abspath(path)))
     text = (f'{EMITTED_HEADER} from {profile_json}\n'
             f'# master: {master} (highest mean SC, {mean_sc:.3f}); auxiliary: {aux} (highest mean EF of the others, '
             f'{mean_ef:.2f}); s* = OS{stride} (EF_aux {profiles[aux][stride]["EF"]:.2f}).\n'
-            f'# The base config must use {master} as master and {aux} as auxiliary.\n'
+            f'# The encoders are the profiled configs; {head}.in_channels = the master\'s channels per stride '
+            f'{master_channels}.\n'
             f"_base_ = ['{rel}']\n\n"
-            f'model = dict({", ".join(model_items)})\n')
+            f'model = {model_text}\n')
     _check_emit_target(path)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         f.write(text)
+
+
+def _plain(obj):
+    """A config as plain Python literals (dicts, lists, tuples, numbers, strings, None) for a config file."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
 
 
 def _check_emit_target(path: str) -> None:
@@ -258,7 +286,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.emit_config:
         if selection is None:
             raise P.ProfileError('--emit-config needs at least two encoders; add another --encoder')
-        emit_config(args.emit_config, args.base_config, selection, profiles, channels, json_path)
+        emit_config(args.emit_config, args.base_config, selection, profiles, channels, json_path, configs)
         print(f'wrote {args.emit_config}')
     print(f'wrote {json_path}, profile.csv, profile.png and pca/ in {args.out_dir}')
     return dict(profiles=profiles, selection=selection)
