@@ -4,10 +4,12 @@ with DDP (MMEngine's Runner) and with FSDP (FlexibleRunner + FSDPStrategy), then
     python -m torch.distributed.run --nproc_per_node 2 tests/test_engine/fsdp_run.py DDP_CFG FSDP_CFG WORK_DIR
 
 The three runs share the processes (and the process group), as three ``tools/train.py`` invocations would, to keep
-the test short. Their work dirs are ``WORK_DIR/{ddp,fsdp,resumed}``; each rank writes ``WORK_DIR/rank{r}.json`` with
+the test short. The DDP and FSDP runs start from the same weights (``load_from``): the model of the DDP config built
+with seed 0. Their work dirs are ``WORK_DIR/{ddp,fsdp,resumed}``; each rank writes ``WORK_DIR/rank{r}.json`` with
 what the logs do not show (the wrapper, the FSDP units, the optimizer's parameter groups).
 """
 import json
+import os
 import os.path as osp
 import sys
 
@@ -54,10 +56,26 @@ def _facts(runner) -> dict:
                                 for m in model.modules()))
 
 
+def _initial_weights(config: str, path: str) -> str:
+    """The config's model built with seed 0 (the same on every rank), saved as a checkpoint."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path
+
+
 def main(ddp_cfg: str, fsdp_cfg: str, work_dir: str) -> None:
     from tools.train import main as train
+    init = _initial_weights(ddp_cfg, osp.join(work_dir, f'init_rank{os.environ["RANK"]}.pth'))
     facts = {}
-    for name, argv in (('ddp', [ddp_cfg]), ('fsdp', [fsdp_cfg]),
+    for name, argv in (('ddp', [ddp_cfg, '--cfg-options', f'load_from={init}']),
+                       ('fsdp', [fsdp_cfg, '--cfg-options', f'load_from={init}']),
                        ('resumed', [fsdp_cfg, '--resume', osp.join(work_dir, 'fsdp', 'iter_2.pth')])):
         runner = train(argv + ['--launcher', 'pytorch', '--work-dir', osp.join(work_dir, name)])
         facts[name] = _facts(runner)

@@ -22,6 +22,8 @@ import mmfusion.registry  # noqa: F401  (compat fixes and registries, before any
 from tests.test_models.test_backbones.vfm_utils import hf_dinov3, hf_to_meta
 from tests.test_tools.test_train_test_tools import tiny_flagship
 
+pytestmark = pytest.mark.slow  # three 2-process training runs (about a minute of CPU)
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FSDP_CONFIG = osp.join(ROOT, 'configs', 'fsdp', 'mask2former_d3s2_fsdp_cityscapes.py')
 MAX_ITERS = 3
@@ -31,10 +33,9 @@ RTOL = 1e-4
 
 
 def _tiny_configs(data_root: str, out: str) -> tuple:
-    """The shrunk flagship as a DDP config and as the shipped FSDP config (its runner and strategy), both starting
-    from the same saved weights, without augmentation randomness, checkpoints at iterations 2 and 3, no validation."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
+    """The shrunk flagship as a DDP config and as the shipped FSDP config (its runner and strategy), without
+    augmentation randomness, checkpoints at iterations 2 and 3, no validation (``fsdp_run.py`` gives both the same
+    initial weights)."""
     ddp_path = tiny_flagship(data_root, osp.join(out, 'tiny_ddp.py'), max_iters=MAX_ITERS)
     cfg = Config.fromfile(ddp_path)
     pipeline = cfg.train_dataloader.dataset.pipeline
@@ -45,25 +46,17 @@ def _tiny_configs(data_root: str, out: str) -> tuple:
             step.ratio_range = (1.0, 1.0)
         elif step.type == 'RandomCrop':
             step.crop_size = (256, 128)  # the whole (resized) image: the crop offset is always 0
-    cfg.train_cfg.val_interval = MAX_ITERS + 1
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.custom_hooks = [dict(type='ReseedPerIterHook', seed=0)]
     cfg.randomness = dict(seed=0)
-
-    register_all_modules()
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    init = osp.join(out, 'init.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta=dict()), init)
-    cfg.load_from = init
     cfg.dump(ddp_path)
 
     shipped = Config.fromfile(FSDP_CONFIG)
     cfg.runner_type = shipped.runner_type
     cfg.strategy = shipped.strategy
     cfg.custom_imports = shipped.custom_imports
-    # As the 7B config builds its master: on the meta device, given its checkpoint by init_weights, blocks checkpointed.
-    # (load_from then sets the same weights as the DDP run's.)
+    # As the 7B config builds its master: on the meta device, given its checkpoint by init_weights, blocks checkpointed
+    # (load_from then sets the DDP run's initial weights).
     pretrained = osp.join(out, 'dinov3_tiny.pth')
     torch.save(hf_to_meta(hf_dinov3(seed=1)), pretrained)
     cfg.model.backbone.master.update(init_device='meta', checkpoint=pretrained, with_cp=True)
