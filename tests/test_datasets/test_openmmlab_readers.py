@@ -171,7 +171,7 @@ def test_mmdet_cityscapes_reads_the_other_converters_jsons(tmp_path, name):
 
 
 def _panoptic_dataset(root, pipeline=()):
-    return DATASETS.build(dict(type='CityscapesPanopticDataset', data_root=str(root), ann_file=PAN_JSON,
+    return DATASETS.build(dict(type='mmfusion.CityscapesPanopticDataset', data_root=str(root), ann_file=PAN_JSON,
                                data_prefix=dict(img='leftImg8bit/val/', seg='annotations/cityscapes_panoptic_val/'),
                                test_mode=True, pipeline=list(pipeline)))
 
