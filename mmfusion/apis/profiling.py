@@ -307,8 +307,8 @@ def check_map_sizes(name: str, feats: Sequence[Tensor], strides: Sequence[int], 
             need_h = max(need_h, 16 * stride)
         else:
             need_w = max(need_w, 16 * stride)
-        raise ProfileError(f'images resized to {height}x{width} are too small for stride {stride}: encoder {name} gives '
-                           f'{h}x{w} maps there and {"; ".join(problems)}',
+        raise ProfileError(f'images resized to {height}x{width} are too small for stride {stride}: encoder {name} '
+                           f'gives {h}x{w} maps there and {"; ".join(problems)}',
                            f'use --size {need_h} {need_w} or larger (or profile fewer strides)')
 
 
