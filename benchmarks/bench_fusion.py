@@ -11,10 +11,15 @@ does not depend on them, apart from Mask2Former's instance post-processing).
 The head is mmdet's ``Mask2Former`` (MSDeformAttn pixel decoder, 9-layer decoder, 100 queries, 12544 points) when
 mmdet and ``mmcv.ops`` import, else a small FPN-style semantic head (``--head simple``); the output says which.
 
+``--with-cp`` adds a third model beside them: the fused model with activation checkpointing of the master's blocks
+(``model.backbone.master.with_cp=True``), trained only (checkpointing does nothing without gradients); its peak
+memory and time are compared with the fused model's.
+
 Usage::
 
     python benchmarks/bench_fusion.py                      # 1x3x256x512, CPU
     python benchmarks/bench_fusion.py --size 512 1024 --device cuda --repeat 5
+    python benchmarks/bench_fusion.py --with-cp --head simple --repeat 1
 """
 from __future__ import annotations
 
@@ -35,14 +40,19 @@ AUXILIARY = dict(type='mmfusion.SAM2Hiera', arch='base_plus', checkpoint=None)
 MASTER_CHANNELS = (128, 256, 512, 1024)  # the paper pyramid: 128 * s / 4
 
 
-def _backbone_and_neck(fused: bool):
+# Model kinds: the master alone, the fused model, and the fused model with the master's blocks checkpointed.
+KINDS = ('master', 'fused', 'fused_cp')
+
+
+def _backbone_and_neck(fused: bool, with_cp: bool = False):
+    master = dict(MASTER, with_cp=with_cp)
     if not fused:
-        return MASTER, None
-    backbone = dict(type='mmfusion.MasterAuxBackbone', master=MASTER, auxiliary=AUXILIARY, inject_stride=16)
+        return master, None
+    backbone = dict(type='mmfusion.MasterAuxBackbone', master=master, auxiliary=AUXILIARY, inject_stride=16)
     return backbone, dict(type='mmfusion.MetricGuidedNeck')
 
 
-def _mask2former(fused: bool):
+def _mask2former(fused: bool, with_cp: bool = False):
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
@@ -51,7 +61,7 @@ def _mask2former(fused: bool):
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
-    backbone, neck = _backbone_and_neck(fused)
+    backbone, neck = _backbone_and_neck(fused, with_cp)
     attn = dict(embed_dims=256, num_heads=8, dropout=0.0, batch_first=True)
     ffn = dict(embed_dims=256, num_fcs=2, ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))
     cfg = dict(
@@ -122,12 +132,12 @@ def _mask2former_batch(size, device):
 class _SimpleSegmentor:
     """Backbone (+ neck) + a small FPN-style semantic head with a cross-entropy loss."""
 
-    def __init__(self, fused: bool):
+    def __init__(self, fused: bool, with_cp: bool = False):
         import torch.nn as nn
 
         import mmfusion.models  # noqa: F401
         from mmfusion.registry import MODELS
-        backbone, neck = _backbone_and_neck(fused)
+        backbone, neck = _backbone_and_neck(fused, with_cp)
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck) if neck is not None else None
         self.lateral = nn.ModuleList(nn.Conv2d(c, 128, 1) for c in MASTER_CHANNELS)
@@ -151,9 +161,11 @@ def build_case(model_kind: str, head: str, size, device: str):
     """The model's module, its AdamW optimizer, and closures for one training step and one inference."""
     import torch
     torch.manual_seed(0)
-    fused = model_kind == 'fused'
+    if model_kind not in KINDS:
+        raise ValueError(f'model kind must be one of {KINDS}, got {model_kind!r}')
+    fused, with_cp = model_kind != 'master', model_kind == 'fused_cp'
     if head == 'mask2former':
-        model = _mask2former(fused).to(device)
+        model = _mask2former(fused, with_cp).to(device)
         module = model
         batch = _mask2former_batch(size, device)
 
@@ -166,7 +178,7 @@ def build_case(model_kind: str, head: str, size, device: str):
             data = model.data_preprocessor(batch, training=False)
             return model(**data, mode='predict')
     else:
-        seg = _SimpleSegmentor(fused)
+        seg = _SimpleSegmentor(fused, with_cp)
         module = seg.module.to(device)
         x = torch.randn(1, 3, *size, device=device)
         target = torch.randint(0, NUM_CLASSES, (1, *size), device=device)
@@ -217,14 +229,17 @@ def memory_case(model_kind: str, mode: str, head: str, size, device: str) -> dic
     return out
 
 
-def timing_case(head: str, size, repeat: int, device: str) -> dict:
-    """Both models in one process, steps alternated (master, fused, master, ...) so that a change in the machine's
-    load hits both alike; the minimum over ``repeat`` runs after one warm-up."""
-    runs = {kind: build_case(kind, head, size, device)[0] for kind in ('master', 'fused')}
-    times = {(kind, mode): [] for kind in runs for mode in ('train', 'infer')}
+def timing_case(head: str, size, repeat: int, device: str, with_cp: bool = False) -> dict:
+    """All models in one process, steps alternated (master, fused, master, ...) so that a change in the machine's
+    load hits all alike; the minimum over ``repeat`` runs after one warm-up. ``with_cp`` adds the fused model with
+    checkpointing (training steps only)."""
+    runs = {kind: build_case(kind, head, size, device)[0] for kind in KINDS[:3 if with_cp else 2]}
+    times = {(kind, mode): [] for kind in runs for mode in ('train', 'infer') if kind != 'fused_cp' or mode == 'train'}
     for mode in ('train', 'infer'):
         for i in range(repeat + 1):
             for kind, run in runs.items():
+                if (kind, mode) not in times:
+                    continue
                 t = run(mode)
                 if i:  # the first run of each is the warm-up
                     times[(kind, mode)].append(t)
@@ -247,6 +262,8 @@ def main():
     parser.add_argument('--repeat', type=int, default=2, help='timed runs after one warm-up')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
+    parser.add_argument('--with-cp', action='store_true',
+                        help="also the fused model with the master's blocks checkpointed (training step only)")
     parser.add_argument('--case', nargs=2, metavar=('MODEL', 'MODE'), help=argparse.SUPPRESS)
     parser.add_argument('--timing', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,7 +275,7 @@ def main():
         print(json.dumps(memory_case(args.case[0], args.case[1], head, tuple(args.size), args.device)))
         return
     if args.timing:
-        print(json.dumps(timing_case(head, tuple(args.size), args.repeat, args.device)))
+        print(json.dumps(timing_case(head, tuple(args.size), args.repeat, args.device, args.with_cp)))
         return
 
     def sub(*extra):
@@ -266,17 +283,20 @@ def main():
                '--repeat', str(args.repeat), '--device', args.device]
         if args.threads:
             cmd += ['--threads', str(args.threads)]
+        if args.with_cp and '--timing' in extra:
+            cmd.append('--with-cp')
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             sys.exit(f'{" ".join(extra)} failed:\n{proc.stderr[-4000:]}')
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     times = sub('--timing')
-    memory = {(kind, mode): sub('--case', kind, mode) for kind in ('master', 'fused') for mode in ('train', 'infer')}
+    cases = [(kind, mode) for kind in ('master', 'fused') for mode in ('train', 'infer')]
+    memory = {(kind, mode): sub('--case', kind, mode) for kind, mode in cases + [('fused_cp', 'train')] * args.with_cp}
     for (kind, mode), mem in memory.items():
         ts = times[f'{kind}/{mode}']
         cuda = f', CUDA peak {mem["cuda_peak_mib"]:.0f} MiB' if 'cuda_peak_mib' in mem else ''
-        print(f'{kind:>6} {mode:<5}: {min(ts):.3f} s (runs {", ".join(f"{t:.3f}" for t in ts)}), peak RSS '
+        print(f'{kind:>8} {mode:<5}: {min(ts):.3f} s (runs {", ".join(f"{t:.3f}" for t in ts)}), peak RSS '
               f'{mem["rss_mib"]:.0f} MiB{cuda}, params {mem["all_params"] / 1e6:.1f} M '
               f'({mem["trainable_params"] / 1e6:.1f} M trainable)')
 
@@ -298,6 +318,15 @@ def main():
     t, mem = ratios['train']
     print(f'target: train time <= 1.25x ({"met" if t <= 1.25 else "NOT met"}), '
           f'train peak memory <= 1.10x ({"met" if mem <= 1.10 else "NOT met"})')
+    if args.with_cp:
+        f, c = memory[('fused', 'train')], memory[('fused_cp', 'train')]
+        t = min(times['fused_cp/train']) / min(times['fused/train'])
+        line = (f'train fused+cp/fused: peak RSS {c["rss_mib"] / f["rss_mib"]:.3f}x '
+                f'({f["rss_mib"] - c["rss_mib"]:.0f} MiB less), time {t:.3f}x')
+        if 'cuda_peak_mib' in f:
+            line += (f', CUDA peak {c["cuda_peak_mib"] / f["cuda_peak_mib"]:.3f}x '
+                     f'({f["cuda_peak_mib"] - c["cuda_peak_mib"]:.0f} MiB less)')
+        print(line)
 
 
 if __name__ == '__main__':
