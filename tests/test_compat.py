@@ -227,12 +227,14 @@ def fsdp_run(tmp_path_factory):
     return torch.load(out / 'result.pt', weights_only=True)
 
 
+@pytest.mark.slow  # a 2-process run (shared by the FSDP tests)
 def test_fsdp_strategy_wraps_a_cpu_model(fsdp_run):
     """FSDPStrategy passes device_id=LOCAL_RANK, an accelerator index; without a GPU the model is sharded on CPU."""
     assert {k: tuple(v.shape) for k, v in fsdp_run['stepped'].items()} == {
         'fc1.weight': (4, 3), 'fc1.bias': (4, ), 'fc2.weight': (1, 4), 'fc2.bias': (1, )}
 
 
+@pytest.mark.slow  # a 2-process run (shared by the FSDP tests)
 def test_fsdp_clips_by_the_global_gradient_norm(fsdp_run):
     """The clipped, sharded step is the unsharded one: the norm is the whole gradient's, not a rank's shard's."""
     assert fsdp_run['grad_norm'] == pytest.approx(fsdp_run['reference_norm'], rel=1e-5)
@@ -241,12 +243,14 @@ def test_fsdp_clips_by_the_global_gradient_norm(fsdp_run):
         torch.testing.assert_close(fsdp_run['stepped'][key], value, msg=key)
 
 
+@pytest.mark.slow  # a 2-process run (shared by the FSDP tests)
 def test_fsdp_full_checkpoint_saves_and_loads_on_cpu(fsdp_run):
     """Saving gathers the weights without an 'offload to CPU' (which, on CPU, freed them while still referenced)."""
     for key, value in fsdp_run['stepped'].items():
         torch.testing.assert_close(fsdp_run['resumed_weights'][key], value, msg=key)
 
 
+@pytest.mark.slow  # a 2-process run (shared by the FSDP tests)
 def test_fsdp_resume_restores_the_optimizer_state(fsdp_run):
     """Resuming calls FSDP.optim_state_dict_to_load with torch's argument order (model, optim, state_dict)."""
     saved, resumed = fsdp_run['saved_optim']['state'], fsdp_run['resumed_optim']['state']
@@ -256,6 +260,7 @@ def test_fsdp_resume_restores_the_optimizer_state(fsdp_run):
         torch.testing.assert_close(resumed[name]['momentum_buffer'], saved[name]['momentum_buffer'], msg=name)
 
 
+@pytest.mark.slow  # a 2-process run (shared by the FSDP tests)
 def test_fsdp_resume_restores_the_scheduled_base_lr(fsdp_run):
     assert fsdp_run['base_lr'] == pytest.approx(0.5 * 2 / 3)  # LinearLR 0.5 -> 1 over 4 steps, after one step
     assert fsdp_run['resumed_base_lr'] == fsdp_run['base_lr']
