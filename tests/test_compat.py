@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-import mmfusion  # noqa: F401  (applies the fixes)
+import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from mmfusion.compat import CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
 
 from ._tiny_runner import tiny_runner
