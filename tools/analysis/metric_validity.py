@@ -59,15 +59,10 @@ def _profile_tool():
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(
         prog='metric_validity.py', description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--encoder', action='append', required=True, metavar='NAME=SPEC',
-                        help='encoder to profile (repeatable); SPEC is a config file[:key] or a registered type')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='NAME.KEY=VALUE',
-                        help='per-encoder config overrides, keyed by the encoder NAME')
+    _profile_tool().add_encoder_args(parser)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--dataset-config', metavar='CFG',
                      help='config whose {split}_dataloader.dataset gives images and ground truth')
@@ -92,8 +87,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         help='device of the encoders and metrics (default: cuda if available)')
     parser.add_argument('--out-dir', default='work_dirs/metric_validity', help='output folder')
-    parser.add_argument('--custom-imports', nargs='+', default=[], metavar='MODULE',
-                        help='modules to import first (to register your own backbones)')
     parser.add_argument('--threads', type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument('--seed', type=int, default=0, help='seed of randomly initialised weights (default: 0)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -124,12 +117,9 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for module in args.custom_imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise V.ValidityError(f'cannot import {module} ({e}); fix --custom-imports') from None
-    encoders = _profile_tool().parse_encoders(args.encoder, args.cfg_options)
+    tool = _profile_tool()
+    tool.import_custom_modules(args.custom_imports)
+    encoders = tool.parse_encoders(args.encoder, args.cfg_options)
     if args.aux_encoder and args.aux_encoder not in encoders:
         raise V.ValidityError(f'--aux-encoder {args.aux_encoder} is not one of the encoders ({", ".join(encoders)})')
     device = torch.device(args.device)
