@@ -12,14 +12,14 @@
 #   * a lighter head for CPU: 24 queries, 3 decoder layers, 2 pixel-decoder layers, 1024 sampled points
 #     (flagship: 100 / 9 / 6 / 12544);
 #   * a from-scratch schedule: lr 5e-4 with a linear warm-up, no backbone lr x0.1 (the encoders are random unless
-#     the documented checkpoints are present), poly decay, a short run (tools/demo.py sets the length);
+#     the documented checkpoints are present), poly decay, 400 iterations (tools/demo.py --iters N changes it);
 #   * weights: the documented checkpoints when present, else random initialisation (tools/demo.py says so).
 _base_ = ['../mask2former_d3s2_cityscapes_semantic.py']
 
 data_root = 'data/demo_cityscapes/'
 scene_size = (256, 512)  # (h, w) of the generated scenes (tools/demo.py)
 img_size = (128, 256)  # (h, w) the model sees in training and testing
-max_iters = 500
+max_iters = 400
 warmup_iters = 50
 num_train_scenes = 64  # tools/demo.py generates this many train scenes (and num_val_scenes val scenes)
 num_val_scenes = 8
