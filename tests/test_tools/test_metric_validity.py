@@ -1,8 +1,6 @@
 """tools/analysis/metric_validity.py end to end on the synthetic Cityscapes-format dataset with tiny DINOv3 and SAM2
 encoders (random weights), and its one-line errors."""
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 import torch
@@ -10,19 +8,15 @@ from PIL import Image
 from scipy import stats
 
 from mmfusion.datasets.synthetic_cityscapes import generate_synthetic_cityscapes
+from tests._tools import load_tool
 from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'metric_validity.py')
 STRIDES = (8, 16)
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('metric_validity', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/metric_validity.py')
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """tools/analysis/profile_vfm.py end to end on stand-in backbones (tests/_stubs.py) and generated images."""
 import csv
-import importlib.util
 import json
 import os.path as osp
 
@@ -10,17 +9,14 @@ import torch
 from PIL import Image
 
 import tests._stubs  # noqa: F401  (registers StubPyramid)
+from tests._tools import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'profile_vfm.py')
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('profile_vfm', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/profile_vfm.py')
 
 
 @pytest.fixture(autouse=True)

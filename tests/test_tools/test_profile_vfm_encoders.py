@@ -1,8 +1,6 @@
 """profile_vfm.py ranks any number of encoders, Hugging Face folders among them (``--encoder NAME=hf:FOLDER``), and
 explains its recommendation with the rankings and margins."""
-import importlib.util
 import json
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -10,17 +8,13 @@ from PIL import Image
 
 import tests._stubs  # noqa: F401  (registers StubPyramid)
 from mmfusion.metrics import explain_selection, select_pair
+from tests._tools import load_tool
 from tests.test_models.test_backbones.hf_utils import tiny_hf_config
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('profile_vfm', osp.join(ROOT, 'tools', 'analysis', 'profile_vfm.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/profile_vfm.py')
 
 
 def _hf_folder(path, model_type):
