@@ -1,19 +1,18 @@
 """benchmarks/bench_metrics.py runs end to end and reports what it claims (on small maps, so it stays fast)."""
-import importlib.util
 import os.path as osp
 import re
 
 import pytest
 import torch
 
+from tests._tools import load_script
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture()
 def bench(monkeypatch):
-    spec = importlib.util.spec_from_file_location('bench_metrics', osp.join(ROOT, 'benchmarks', 'bench_metrics.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script('benchmarks/bench_metrics.py')
     # A 128x256 scene: OS4 32x64 ... OS32 4x8, few channels.
     monkeypatch.setattr(mod, 'SIZE', (128, 256))
     monkeypatch.setattr(mod, 'ENCODERS', {

@@ -1,6 +1,5 @@
 """Converters: the shared label/instance -> COCO core, Cityscapes (instances, trainIds, panoptic), KITTI-360,
 Synscapes and UrbanSyn, each on tiny data in its own on-disk layout."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from mmfusion.datasets.converters.coco_instances import (
 )
 from mmfusion.datasets.converters.kitti360 import convert_kitti360_instances
 from mmfusion.datasets.converters.synthetic_sources import convert_synscapes_instances, convert_urbansyn_instances
+from tests._tools import load_tool
 
 from ._layouts import BICYCLE, CAR, CARAVAN, PERSON, ROAD, toy_maps, write_kitti360, write_synscapes, write_urbansyn
 
@@ -295,10 +295,7 @@ def test_urbansyn_refuses_colour_semantictoy_maps(tmp_path):
 
 
 def _cli(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / 'dataset_converters' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'dataset_converters/{name}.py')
 
 
 def test_generator_cli_writes_the_dataset(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """The stock OpenMMLab readers and metrics on mmfusion's files: mmseg's and mmdet's Cityscapes datasets read the
 synthetic dataset, perfect predictions score 100, and mmfusion.CityscapesPanopticDataset works with mmdet's
 panoptic transform and metric. Needs mmcv/mmdet/mmseg (skipped where they do not import)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from mmfusion.datasets.converters.synthetic_sources import (  # noqa: E402
     convert_urbansyn_instances,
 )
 from mmfusion.registry import DATASETS  # noqa: E402
+from tests._tools import load_script  # noqa: E402
 
 from ._layouts import write_kitti360, write_synscapes, write_urbansyn  # noqa: E402
 from .conftest import TINY  # noqa: E402
@@ -133,9 +133,7 @@ def test_mmdet_cityscapes_metric_scores_perfect_predictions_100(synthetic_root, 
 def test_instance_json_has_the_content_of_mmdets_converter(synthetic_root, tmp_path):
     import mmdet
     path = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'dataset_converters' / 'cityscapes.py'
-    spec = importlib.util.spec_from_file_location('mmdet_cityscapes_converter', path)
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
+    converter = load_script(path, 'mmdet_cityscapes_converter')
     files = converter.collect_files(str(synthetic_root / 'leftImg8bit' / 'val'), str(synthetic_root / 'gtFine' / 'val'))
     theirs = converter.cvt_annotations([converter.load_img_info(f) for f in files], str(tmp_path / 'theirs.json'))
     ours = json.loads((synthetic_root / VAL_JSON).read_text())

@@ -4,7 +4,6 @@ user's files untouched. The cases are the rows of docs/bad_inputs.md.
 The tools run in-process through their ``main(argv)`` (the same ``run_tool`` guard as on the command line); two
 cases run through a real interpreter to check what a shell sees.
 """
-import importlib.util
 import logging
 import os
 import os.path as osp
@@ -19,6 +18,7 @@ from mmengine.config import Config
 from PIL import Image
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
+from tests._tools import load_script
 from tests.test_tools.test_train_test_tools import tiny_flagship
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -31,10 +31,7 @@ TOOLS = {
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'_bad_inputs_{name}', osp.join(ROOT, TOOLS[name]))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOLS[name], f'_bad_inputs_{name}')
 
 
 def _user_folder(path, *names):

@@ -1,6 +1,5 @@
 """The README's main job (tools/demo.py) runs end to end at toy size and writes its whole report; it writes only
 into folders it made."""
-import importlib.util
 import json
 import os.path as osp
 import re
@@ -9,6 +8,8 @@ import sys
 
 import pytest
 from PIL import Image
+
+from tests._tools import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -64,10 +65,7 @@ def test_demo_smoke_writes_the_report(tmp_path):
 
 @pytest.fixture(scope='module')
 def demo():
-    spec = importlib.util.spec_from_file_location('demo_tool', osp.join(ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('demo.py')
 
 
 def test_rerun_clears_only_the_previous_reports_outputs(demo, tmp_path):
