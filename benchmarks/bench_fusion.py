@@ -11,6 +11,10 @@ does not depend on them, apart from Mask2Former's instance post-processing).
 The head is mmdet's ``Mask2Former`` (MSDeformAttn pixel decoder, 9-layer decoder, 100 queries, 12544 points) when
 mmdet and ``mmcv.ops`` import, else a small FPN-style semantic head (``--head simple``); the output says which.
 
+``--aux-dtype bfloat16`` keeps the fused model's frozen auxiliary's weights in bfloat16
+(``model.backbone.aux_dtype``), and ``--aux-compute-dtype float32`` computes its forward in float32 from them
+(``model.backbone.aux_compute_dtype``; for CPUs without fast bf16). The master-only model is unchanged.
+
 ``--with-cp`` adds a third model beside them: the fused model with activation checkpointing of the master's blocks
 (``model.backbone.master.with_cp=True``), trained only (checkpointing does nothing without gradients); its peak
 memory and time are compared with the fused model's.
@@ -20,6 +24,7 @@ Usage::
     python benchmarks/bench_fusion.py                      # 1x3x256x512, CPU
     python benchmarks/bench_fusion.py --size 512 1024 --device cuda --repeat 5
     python benchmarks/bench_fusion.py --with-cp --head simple --repeat 1
+    python benchmarks/bench_fusion.py --aux-dtype bfloat16 --aux-compute-dtype float32
 """
 from __future__ import annotations
 
@@ -42,13 +47,16 @@ MASTER_CHANNELS = (128, 256, 512, 1024)  # the paper pyramid: 128 * s / 4
 
 # Model kinds: the master alone, the fused model, and the fused model with the master's blocks checkpointed.
 KINDS = ('master', 'fused', 'fused_cp')
+# Options of the fused backbone (MasterAuxBackbone keyword arguments), set from the command line.
+FUSED_OPTIONS = {}
 
 
 def _backbone_and_neck(fused: bool, with_cp: bool = False):
     master = dict(MASTER, with_cp=with_cp)
     if not fused:
         return master, None
-    backbone = dict(type='mmfusion.MasterAuxBackbone', master=master, auxiliary=AUXILIARY, inject_stride=16)
+    backbone = dict(type='mmfusion.MasterAuxBackbone', master=master, auxiliary=AUXILIARY, inject_stride=16,
+                    **FUSED_OPTIONS)
     return backbone, dict(type='mmfusion.MetricGuidedNeck')
 
 
@@ -264,6 +272,8 @@ def main():
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--with-cp', action='store_true',
                         help="also the fused model with the master's blocks checkpointed (training step only)")
+    parser.add_argument('--aux-dtype', choices=('bfloat16', 'float16'), help="the fused model's aux_dtype")
+    parser.add_argument('--aux-compute-dtype', choices=('float32', ), help="the fused model's aux_compute_dtype")
     parser.add_argument('--case', nargs=2, metavar=('MODEL', 'MODE'), help=argparse.SUPPRESS)
     parser.add_argument('--timing', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,6 +281,8 @@ def main():
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    FUSED_OPTIONS.update({k: v for k, v in dict(aux_dtype=args.aux_dtype,
+                                                aux_compute_dtype=args.aux_compute_dtype).items() if v})
     if args.case:
         print(json.dumps(memory_case(args.case[0], args.case[1], head, tuple(args.size), args.device)))
         return
@@ -283,6 +295,8 @@ def main():
                '--repeat', str(args.repeat), '--device', args.device]
         if args.threads:
             cmd += ['--threads', str(args.threads)]
+        for key, value in FUSED_OPTIONS.items():
+            cmd += ['--' + key.replace('_', '-'), value]
         if args.with_cp and '--timing' in extra:
             cmd.append('--with-cp')
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -302,7 +316,8 @@ def main():
 
     import torch
     print(f'\nhead: {head}; input 1x3x{args.size[0]}x{args.size[1]}; device {args.device}; '
-          f'torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads')
+          f'torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads; fused options '
+          f'{FUSED_OPTIONS or "none"}')
     ratios = {}
     for mode in ('train', 'infer'):
         m, f = memory[('master', mode)], memory[('fused', mode)]
@@ -315,9 +330,10 @@ def main():
         if 'cuda_peak_mib' in m:
             line += f', CUDA peak {f["cuda_peak_mib"] / m["cuda_peak_mib"]:.3f}x'
         print(line)
-    t, mem = ratios['train']
-    print(f'target: train time <= 1.25x ({"met" if t <= 1.25 else "NOT met"}), '
-          f'train peak memory <= 1.10x ({"met" if mem <= 1.10 else "NOT met"})')
+    (t, mem), (ti, _) = ratios['train'], ratios['infer']
+    print(f'targets: train time <= 1.10x ({"met" if t <= 1.10 else "NOT met"}), '
+          f'train peak memory <= 1.05x ({"met" if mem <= 1.05 else "NOT met"}), '
+          f'inference time <= 1.30x ({"met" if ti <= 1.30 else "NOT met"})')
     if args.with_cp:
         f, c = memory[('fused', 'train')], memory[('fused_cp', 'train')]
         t = min(times['fused_cp/train']) / min(times['fused/train'])

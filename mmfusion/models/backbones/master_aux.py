@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import itertools
 import math
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
+from torch.func import functional_call
 
 from mmfusion.metrics import injection_stride, load_profile
 from mmfusion.registry import MODELS
@@ -196,10 +198,15 @@ class MasterAuxBackbone(BaseModule):
             Default: 'mean_pad'.
         align_norm_cfg (:obj:`ConfigDict` or dict, optional): Norm after the 1x1 conv of ``align='conv'`` ('GN', 'BN',
             'SyncBN' or None). Default: dict(type='GN', num_groups=32).
-        aux_dtype (str, optional): Keep the frozen auxiliary's weights and run its forward in this dtype
-            (``'bfloat16'`` or ``'float16'``); its maps are cast back to the input's dtype. Halves its weight memory
-            and speeds it up on GPUs with fast half precision; on CPUs without bf16 instructions it is slower.
-            Default: None (the auxiliary's own dtype).
+        aux_dtype (str, optional): Keep the frozen auxiliary's weights in this dtype (``'bfloat16'`` or
+            ``'float16'``): half its resident weight memory. By default its forward runs in that dtype too, and its
+            maps are cast back to the input's dtype; fast on GPUs with half precision, slower on CPUs without bf16
+            instructions. Default: None (the auxiliary's own dtype).
+        aux_compute_dtype (str, optional): With ``aux_dtype``, run the auxiliary's forward in this dtype instead
+            (``'float32'``): its weights are cast for the forward only, and those copies are freed before the
+            master's autograd graph grows (the auxiliary runs first), so the training step's peak memory keeps the
+            half-precision saving at full-precision speed and accuracy (up to the weights' rounding). Default: None
+            (compute in ``aux_dtype``).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
 
     Examples:
@@ -224,6 +231,7 @@ class MasterAuxBackbone(BaseModule):
                  align: str = 'mean_pad',
                  align_norm_cfg: OptConfigType = _GN32,
                  aux_dtype: Optional[str] = None,
+                 aux_compute_dtype: Optional[str] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         several = isinstance(auxiliary, (list, tuple))
@@ -262,6 +270,7 @@ class MasterAuxBackbone(BaseModule):
         self.aux_dtype = _half_dtype(aux_dtype, self.freeze_auxiliary)
         if self.aux_dtype is not None:
             self.auxiliary.to(self.aux_dtype)
+        self.aux_compute_dtype = _compute_dtype(aux_compute_dtype, self.aux_dtype)
         channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
         self.aux_channels = tuple(channels[s] for s in self.inject_strides)
         if self.freeze_master and not isinstance(self.master, VFMBackbone):
@@ -357,18 +366,21 @@ class MasterAuxBackbone(BaseModule):
         Returns:
             MasterAuxOutputs: the master's pyramid (None where injected), the auxiliary's maps raw and aligned.
         """
+        by_stride = {}
+        # The auxiliary runs first: a frozen one under no_grad keeps no activations for a backward pass that never
+        # reaches it, and its transient ones are freed before the master's autograd graph grows, so they do not add
+        # to the training step's peak memory.
+        with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
+            compute = self.aux_compute_dtype or self.aux_dtype
+            x_aux = x if compute is None else x.to(compute)
+            for encoder, group in zip(self.auxiliaries, self.aux_groups):
+                by_stride.update((s, f.to(x.dtype)) for s, f in zip(group, self._run_auxiliary(encoder, x_aux)))
+        aux = tuple(by_stride[s] for s in self.inject_strides)
         master = tuple(self.master(x))
         if len(master) != len(self.strides):
             raise ValueError(f'the master returned {len(master)} maps for out_strides={self.strides}')
         if not self._master_skips:
             master = tuple(None if s in self.inject_strides else m for s, m in zip(self.strides, master))
-        by_stride = {}
-        # no_grad: a frozen encoder must not keep activations for a backward pass that never reaches it.
-        with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
-            x_aux = x if self.aux_dtype is None else x.to(self.aux_dtype)
-            for encoder, group in zip(self.auxiliaries, self.aux_groups):
-                by_stride.update((s, f.to(x.dtype)) for s, f in zip(group, encoder(x_aux)))
-        aux = tuple(by_stride[s] for s in self.inject_strides)
         size = x.shape[-2:]
         injected = []
         for s, a in zip(self.inject_strides, aux):
@@ -379,6 +391,27 @@ class MasterAuxBackbone(BaseModule):
             c_out = self.out_channels[self.strides.index(s)]
             injected.append(self.align_convs[str(s)](a) if self.align == 'conv' else mean_pad_channels(a, c_out))
         return MasterAuxOutputs(master, aux, tuple(injected), self.strides, self.inject_strides)
+
+
+    def _run_auxiliary(self, encoder: nn.Module, x: Tensor):
+        if self.aux_compute_dtype is None:
+            return encoder(x)
+        # Weights kept in aux_dtype, computed in aux_compute_dtype: copies live for this forward only.
+        tensors = {name: t.to(self.aux_compute_dtype) if t.is_floating_point() else t
+                   for name, t in itertools.chain(encoder.named_parameters(), encoder.named_buffers())}
+        return functional_call(encoder, tensors, (x, ))
+
+
+def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]) -> Optional[torch.dtype]:
+    if name is None:
+        return None
+    if name not in ('float32', 'bfloat16', 'float16'):
+        raise ValueError(f"aux_compute_dtype={name!r}: use 'float32' (or 'bfloat16', 'float16') or None")
+    if storage is None:
+        raise ValueError(f"aux_compute_dtype={name!r} needs aux_dtype (the dtype the weights are kept in), e.g. "
+                         "aux_dtype='bfloat16', aux_compute_dtype='float32'")
+    dtype = getattr(torch, name)
+    return None if dtype == storage else dtype
 
 
 def _half_dtype(name: Optional[str], frozen: bool) -> Optional[torch.dtype]:

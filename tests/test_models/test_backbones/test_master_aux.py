@@ -280,6 +280,31 @@ def test_aux_dtype_keeps_the_frozen_auxiliary_in_half_precision():
     torch.testing.assert_close(b, a, rtol=0.05, atol=0.05 * a.abs().max().item())
 
 
+def test_aux_compute_dtype_keeps_half_weights_but_computes_in_float32():
+    ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    for p in ref.auxiliary.parameters():  # what the half-precision weights hold, in float32
+        p.data = p.data.bfloat16().float()
+    mixed = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='float32').eval()
+    half = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='bfloat16').eval()
+    mixed.load_state_dict(ref.state_dict())
+    half.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got, bf16 = ref(x).injected[0], mixed(x).injected[0], half(x).injected[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)  # float32 arithmetic on the rounded weights
+    assert (bf16 - want).abs().max() > 100 * (got - want).abs().max()  # bf16 arithmetic differs
+    # the float32 copies were temporary: parameters and checkpoint entries stay bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in mixed.auxiliary.parameters())
+    assert {v.dtype for k, v in mixed.state_dict().items() if k.startswith('auxiliary.')} == {torch.bfloat16}
+
+
+def test_aux_compute_dtype_needs_aux_dtype():
+    with pytest.raises(ValueError, match="needs aux_dtype"):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_compute_dtype='float32')
+    with pytest.raises(ValueError, match="aux_compute_dtype='double'"):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='double')
+
+
 def test_aux_dtype_needs_a_frozen_auxiliary():
     with pytest.raises(ValueError, match='frozen auxiliary'):
         MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_dtype='bfloat16')
