@@ -204,23 +204,24 @@ def build_case(model_kind: str, head: str, size, device: str):
         if device.startswith('cuda'):
             torch.cuda.synchronize()
 
-    def run(mode: str) -> float:
-        """One training step (forward, backward, AdamW step) or one inference; returns its seconds."""
+    def run(mode: str) -> tuple:
+        """One training step (forward, backward, AdamW step) or one inference; returns its wall-clock and CPU
+        seconds (the process's CPU time, all threads: steadier than wall-clock when the host's cores are shared)."""
         if mode == 'train':
             module.train()
             optimizer.zero_grad(set_to_none=True)
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             train_step()
             optimizer.step()
         else:
             module.eval()
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 infer()
         sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     info = dict(trainable_params=sum(p.numel() for p in params), all_params=sum(p.numel() for p in module.parameters()))
     return run, info
@@ -243,15 +244,19 @@ def timing_case(head: str, size, repeat: int, device: str, with_cp: bool = False
     checkpointing (training steps only)."""
     runs = {kind: build_case(kind, head, size, device)[0] for kind in KINDS[:3 if with_cp else 2]}
     times = {(kind, mode): [] for kind in runs for mode in ('train', 'infer') if kind != 'fused_cp' or mode == 'train'}
+    cpu = {key: [] for key in times}
     for mode in ('train', 'infer'):
         for i in range(repeat + 1):
             for kind, run in runs.items():
                 if (kind, mode) not in times:
                     continue
-                t = run(mode)
+                t, c = run(mode)
                 if i:  # the first run of each is the warm-up
                     times[(kind, mode)].append(t)
-    return {f'{kind}/{mode}': ts for (kind, mode), ts in times.items()}
+                    cpu[(kind, mode)].append(c)
+    out = {f'{kind}/{mode}': ts for (kind, mode), ts in times.items()}
+    out.update({f'{kind}/{mode}/cpu': cs for (kind, mode), cs in cpu.items()})
+    return out
 
 
 def _head_available() -> bool:
@@ -310,7 +315,9 @@ def main():
     for (kind, mode), mem in memory.items():
         ts = times[f'{kind}/{mode}']
         cuda = f', CUDA peak {mem["cuda_peak_mib"]:.0f} MiB' if 'cuda_peak_mib' in mem else ''
-        print(f'{kind:>8} {mode:<5}: {min(ts):.3f} s (runs {", ".join(f"{t:.3f}" for t in ts)}), peak RSS '
+        cs = times[f'{kind}/{mode}/cpu']
+        print(f'{kind:>8} {mode:<5}: {min(ts):.3f} s (runs {", ".join(f"{t:.3f}" for t in ts)}), CPU time '
+              f'{min(cs):.3f} s, peak RSS '
               f'{mem["rss_mib"]:.0f} MiB{cuda}, params {mem["all_params"] / 1e6:.1f} M '
               f'({mem["trainable_params"] / 1e6:.1f} M trainable)')
 
@@ -322,11 +329,12 @@ def main():
     for mode in ('train', 'infer'):
         m, f = memory[('master', mode)], memory[('fused', mode)]
         t = min(times[f'fused/{mode}']) / min(times[f'master/{mode}'])
+        c = min(times[f'fused/{mode}/cpu']) / min(times[f'master/{mode}/cpu'])
         ratios[mode] = (t, f['rss_mib'] / m['rss_mib'])
         # Each fused run follows a master run: their ratio is the figure least affected by slow load changes.
         paired = sorted(b / a for a, b in zip(times[f'master/{mode}'], times[f'fused/{mode}']))
-        line = (f'{mode:<5} fused/master: time {t:.3f}x (median of paired runs {paired[len(paired) // 2]:.3f}x), '
-                f'peak RSS {ratios[mode][1]:.3f}x')
+        line = (f'{mode:<5} fused/master: time {t:.3f}x (median of paired runs {paired[len(paired) // 2]:.3f}x, '
+                f'CPU time {c:.3f}x), peak RSS {ratios[mode][1]:.3f}x')
         if 'cuda_peak_mib' in m:
             line += f', CUDA peak {f["cuda_peak_mib"] / m["cuda_peak_mib"]:.3f}x'
         print(line)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.func import functional_call
 
 from mmfusion.metrics import injection_stride, load_profile
@@ -396,6 +397,10 @@ class MasterAuxBackbone(BaseModule):
     def _run_auxiliary(self, encoder: nn.Module, x: Tensor):
         if self.aux_compute_dtype is None:
             return encoder(x)
+        if isinstance(encoder, FullyShardedDataParallel):
+            raise RuntimeError('aux_compute_dtype cannot run an FSDP-sharded auxiliary (its weights are flattened '
+                               'shards); under FSDP drop aux_dtype/aux_compute_dtype and set the strategy\'s '
+                               'mixed_precision instead')
         # Weights kept in aux_dtype, computed in aux_compute_dtype: copies live for this forward only.
         tensors = {name: t.to(self.aux_compute_dtype) if t.is_floating_point() else t
                    for name, t in itertools.chain(encoder.named_parameters(), encoder.named_buffers())}

@@ -298,6 +298,19 @@ def test_aux_compute_dtype_keeps_half_weights_but_computes_in_float32():
     assert {v.dtype for k, v in mixed.state_dict().items() if k.startswith('auxiliary.')} == {torch.bfloat16}
 
 
+def test_aux_compute_dtype_refuses_an_fsdp_sharded_auxiliary(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    backbone = MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='float32')
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        backbone.auxiliary = FullyShardedDataParallel(backbone.auxiliary, device_id=torch.device('cpu'))
+        with pytest.raises(RuntimeError, match="mixed_precision instead"):
+            backbone(torch.rand(1, 3, 64, 64))
+    finally:
+        dist.destroy_process_group()
+
+
 def test_aux_compute_dtype_needs_aux_dtype():
     with pytest.raises(ValueError, match="needs aux_dtype"):
         MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_compute_dtype='float32')
