@@ -12,6 +12,7 @@ import copy
 import inspect
 import itertools
 import math
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -206,8 +207,11 @@ class MasterAuxBackbone(BaseModule):
         aux_compute_dtype (str, optional): With ``aux_dtype``, run the auxiliary's forward in this dtype instead
             (``'float32'``): its weights are cast for the forward only, and those copies are freed before the
             master's autograd graph grows (the auxiliary runs first), so the training step's peak memory keeps the
-            half-precision saving at full-precision speed and accuracy (up to the weights' rounding). Default: None
-            (compute in ``aux_dtype``).
+            half-precision saving at full-precision speed and accuracy (up to the weights' rounding). ``'qint8'``
+            (CPU only, with or without ``aux_dtype``): the forward runs a copy of the auxiliary whose Linear layers
+            are dynamically quantised to int8 (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations
+            quantised per call), made at the first forward and kept outside the state dict (checkpoints keep the
+            real weights); faster on CPUs, at a small feature error. Default: None (compute in ``aux_dtype``).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
 
     Examples:
@@ -272,6 +276,11 @@ class MasterAuxBackbone(BaseModule):
         if self.aux_dtype is not None:
             self.auxiliary.to(self.aux_dtype)
         self.aux_compute_dtype = _compute_dtype(aux_compute_dtype, self.aux_dtype)
+        if self.aux_compute_dtype == 'qint8' and not self.freeze_auxiliary:
+            raise ValueError("aux_compute_dtype='qint8' runs a quantised copy of a frozen auxiliary (no gradients "
+                             'reach it); set freeze_auxiliary=True or aux_compute_dtype=None')
+        self._int8_twins = {}  # id(encoder) -> its int8 copy (aux_compute_dtype='qint8'); not a submodule
+        self._register_load_state_dict_pre_hook(lambda *args, **kwargs: self._int8_twins.clear())
         channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
         self.aux_channels = tuple(channels[s] for s in self.inject_strides)
         if self.freeze_master and not isinstance(self.master, VFMBackbone):
@@ -373,7 +382,7 @@ class MasterAuxBackbone(BaseModule):
         # to the training step's peak memory.
         with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
             compute = self.aux_compute_dtype or self.aux_dtype
-            x_aux = x if compute is None else x.to(compute)
+            x_aux = x if compute in (None, 'qint8') else x.to(compute)
             for encoder, group in zip(self.auxiliaries, self.aux_groups):
                 by_stride.update((s, f.to(x.dtype)) for s, f in zip(group, self._run_auxiliary(encoder, x_aux)))
         aux = tuple(by_stride[s] for s in self.inject_strides)
@@ -393,7 +402,6 @@ class MasterAuxBackbone(BaseModule):
             injected.append(self.align_convs[str(s)](a) if self.align == 'conv' else mean_pad_channels(a, c_out))
         return MasterAuxOutputs(master, aux, tuple(injected), self.strides, self.inject_strides)
 
-
     def _run_auxiliary(self, encoder: nn.Module, x: Tensor):
         if self.aux_compute_dtype is None:
             return encoder(x)
@@ -401,17 +409,39 @@ class MasterAuxBackbone(BaseModule):
             raise RuntimeError('aux_compute_dtype cannot run an FSDP-sharded auxiliary (its weights are flattened '
                                'shards); under FSDP drop aux_dtype/aux_compute_dtype and set the strategy\'s '
                                'mixed_precision instead')
+        if self.aux_compute_dtype == 'qint8':
+            if x.device.type != 'cpu':
+                raise RuntimeError(f"aux_compute_dtype='qint8' runs on CPU only (int8 dynamic quantisation has no "
+                                   f"{x.device.type} kernels); on a GPU use aux_dtype='bfloat16' without it")
+            return self._int8_twin(encoder)(x.float())
         # Weights kept in aux_dtype, computed in aux_compute_dtype: copies live for this forward only.
         tensors = {name: t.to(self.aux_compute_dtype) if t.is_floating_point() else t
                    for name, t in itertools.chain(encoder.named_parameters(), encoder.named_buffers())}
         return functional_call(encoder, tensors, (x, ))
 
+    def _int8_twin(self, encoder: nn.Module) -> nn.Module:
+        twin = self._int8_twins.get(id(encoder))
+        if twin is None:
+            twin = copy.deepcopy(encoder).float().eval()
+            with warnings.catch_warnings():  # its deprecation notice: the option's documentation states it
+                warnings.simplefilter('ignore')
+                twin = torch.ao.quantization.quantize_dynamic(twin, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            self._int8_twins[id(encoder)] = twin
+        return twin
 
-def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]) -> Optional[torch.dtype]:
+    def init_weights(self) -> None:
+        """Initialise (and load) the encoders; an int8 copy of the auxiliary is remade from the new weights."""
+        super().init_weights()
+        self._int8_twins.clear()
+
+
+def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]):
     if name is None:
         return None
+    if name == 'qint8':
+        return name
     if name not in ('float32', 'bfloat16', 'float16'):
-        raise ValueError(f"aux_compute_dtype={name!r}: use 'float32' (or 'bfloat16', 'float16') or None")
+        raise ValueError(f"aux_compute_dtype={name!r}: use 'float32', 'qint8' (or 'bfloat16', 'float16') or None")
     if storage is None:
         raise ValueError(f"aux_compute_dtype={name!r} needs aux_dtype (the dtype the weights are kept in), e.g. "
                          "aux_dtype='bfloat16', aux_compute_dtype='float32'")

@@ -298,6 +298,35 @@ def test_aux_compute_dtype_keeps_half_weights_but_computes_in_float32():
     assert {v.dtype for k, v in mixed.state_dict().items() if k.startswith('auxiliary.')} == {torch.bfloat16}
 
 
+def test_aux_compute_dtype_qint8_runs_an_int8_copy_outside_the_checkpoint():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_compute_dtype='qint8').eval()
+    int8.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = ref(x).injected[0], int8(x).injected[0]
+    err = ((got - want).norm() / want.norm()).item()
+    assert 1e-5 < err < 0.1  # quantised arithmetic: close, not equal
+    twin, = int8._int8_twins.values()
+    assert sum(isinstance(m, DynamicInt8Linear) for m in twin.modules()) == sum(
+        isinstance(m, torch.nn.Linear) for m in ref.auxiliary.modules()) > 0
+    assert int8.state_dict().keys() == ref.state_dict().keys()  # checkpoints keep the real weights
+    # new weights (a checkpoint, init_weights) remake the copy
+    for p in ref.auxiliary.parameters():
+        p.data.mul_(0.5)
+    int8.load_state_dict(ref.state_dict())
+    assert not int8._int8_twins
+    with torch.no_grad():
+        want, got = ref(x).injected[0], int8(x).injected[0]
+    assert ((got - want).norm() / want.norm()).item() < 0.1
+
+
+def test_aux_compute_dtype_qint8_needs_a_frozen_auxiliary():
+    with pytest.raises(ValueError, match='freeze_auxiliary=True'):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_compute_dtype='qint8')
+
+
 def test_aux_compute_dtype_refuses_an_fsdp_sharded_auxiliary(tmp_path):
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel
