@@ -422,10 +422,22 @@ class MasterAuxBackbone(BaseModule):
     def _int8_twin(self, encoder: nn.Module) -> nn.Module:
         twin = self._int8_twins.get(id(encoder))
         if twin is None:
-            twin = copy.deepcopy(encoder).float().eval()
-            with warnings.catch_warnings():  # its deprecation notice: the option's documentation states it
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+            # Each Linear is quantised from the encoder's own weights and handed to deepcopy through its memo, so
+            # the copy never holds a float copy of the big weights (only norms, embeddings, convolutions).
+            memo = {}
+            with warnings.catch_warnings():  # the API's deprecation notice: the option's documentation states it
                 warnings.simplefilter('ignore')
-                twin = torch.ao.quantization.quantize_dynamic(twin, {nn.Linear}, dtype=torch.qint8, inplace=True)
+                for module in encoder.modules():
+                    if type(module) is nn.Linear:
+                        src = module if module.weight.dtype == torch.float32 else copy.deepcopy(module).float()
+                        src.qconfig = torch.ao.quantization.default_dynamic_qconfig
+                        try:
+                            memo[id(module)] = DynamicInt8Linear.from_float(src)
+                        finally:
+                            del src.qconfig
+            twin = copy.deepcopy(encoder, memo).float().eval()
             self._int8_twins[id(encoder)] = twin
         return twin
 

@@ -322,6 +322,19 @@ def test_aux_compute_dtype_qint8_runs_an_int8_copy_outside_the_checkpoint():
     assert ((got - want).norm() / want.norm()).item() < 0.1
 
 
+def test_aux_compute_dtype_qint8_quantises_half_precision_weights():
+    ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    for p in ref.auxiliary.parameters():
+        p.data = p.data.bfloat16().float()
+    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='qint8').eval()
+    int8.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = ref(x).injected[0], int8(x).injected[0]
+    assert got.dtype == torch.float32 and 1e-5 < ((got - want).norm() / want.norm()).item() < 0.1
+    assert {p.dtype for p in int8.auxiliary.parameters()} == {torch.bfloat16}
+
+
 def test_aux_compute_dtype_qint8_needs_a_frozen_auxiliary():
     with pytest.raises(ValueError, match='freeze_auxiliary=True'):
         MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_compute_dtype='qint8')
