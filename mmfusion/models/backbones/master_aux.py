@@ -209,7 +209,7 @@ class MasterAuxBackbone(BaseModule):
             master's autograd graph grows (the auxiliary runs first), so the training step's peak memory keeps the
             half-precision saving at full-precision speed and accuracy (up to the weights' rounding). ``'qint8'``
             (CPU only, with or without ``aux_dtype``): the forward runs a copy of the auxiliary whose Linear layers
-            are dynamically quantised to int8 (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations
+            are dynamically quantised to int8 (torch.ao's dynamic quantised Linear: int8 weights, activations
             quantised per call), made at the first forward and kept outside the state dict (checkpoints keep the
             real weights); faster on CPUs, at a small feature error. Default: None (compute in ``aux_dtype``).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
@@ -280,7 +280,8 @@ class MasterAuxBackbone(BaseModule):
             raise ValueError("aux_compute_dtype='qint8' runs a quantised copy of a frozen auxiliary (no gradients "
                              'reach it); set freeze_auxiliary=True or aux_compute_dtype=None')
         self._int8_twins = {}  # id(encoder) -> its int8 copy (aux_compute_dtype='qint8'); not a submodule
-        self._register_load_state_dict_pre_hook(lambda *args, **kwargs: self._int8_twins.clear())
+        # a module-level hook (not a closure over self) stays right in deep copies such as MMEngine's EMA model
+        self._register_load_state_dict_pre_hook(_forget_int8_twins, with_module=True)
         channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
         self.aux_channels = tuple(channels[s] for s in self.inject_strides)
         if self.freeze_master and not isinstance(self.master, VFMBackbone):
@@ -445,6 +446,10 @@ class MasterAuxBackbone(BaseModule):
         """Initialise (and load) the encoders; an int8 copy of the auxiliary is remade from the new weights."""
         super().init_weights()
         self._int8_twins.clear()
+
+
+def _forget_int8_twins(module: MasterAuxBackbone, *args, **kwargs) -> None:
+    module._int8_twins.clear()
 
 
 def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]):

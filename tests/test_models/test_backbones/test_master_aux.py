@@ -1,5 +1,6 @@
 """MasterAuxBackbone: one key per decision (inject_stride, freeze_master/freeze_auxiliary, align), the auxiliary
 truncated at s*, the master skipping the replaced levels, channels read from the encoders."""
+import copy
 import json
 
 import pytest
@@ -320,6 +321,12 @@ def test_aux_compute_dtype_qint8_runs_an_int8_copy_outside_the_checkpoint():
     with torch.no_grad():
         want, got = ref(x).injected[0], int8(x).injected[0]
     assert ((got - want).norm() / want.norm()).item() < 0.1
+    # a deep copy (e.g. an EMA model) keeps its own copy and forgets only its own on new weights
+    with torch.no_grad():
+        int8(x)
+    twin_copy = copy.deepcopy(int8)
+    twin_copy.load_state_dict(ref.state_dict())
+    assert not twin_copy._int8_twins and len(int8._int8_twins) == 1
 
 
 def test_aux_compute_dtype_qint8_quantises_half_precision_weights():
