@@ -117,6 +117,17 @@ class _Runner:
         """Unit index -> (B, C, H / s, W / s) for each of ``units``."""
         raise NotImplementedError
 
+    def unit_index(self, model: nn.Module, name: str, prefix: Optional[str]) -> Optional[int]:
+        """The unit holding parameter ``name`` of ``model`` (``prefix``: the units' list path + '.'), or None for a
+        parameter outside the units."""
+        if prefix is not None and name.startswith(prefix):
+            return int(name[len(prefix):].split('.', 1)[0])
+        return None
+
+    def knows_units(self, prefix: Optional[str]) -> bool:
+        """Whether :meth:`unit_index` can place the parameters (for layer-wise lr decay)."""
+        return prefix is not None
+
 
 class _BackboneRunner(_Runner):
     """``transformers``' ``AutoBackbone``: unit ``i`` is ``stage_names[i + 1]`` (the stem is not a unit).
@@ -290,6 +301,15 @@ class _SAM2Runner(_Runner):
     def forward(self, model: nn.Module, x: Tensor, units: Sequence[int]) -> Dict[int, Tensor]:
         stages = model.backbone(pixel_values=x).intermediate_hidden_states
         return {u: stages[u].permute(0, 3, 1, 2).contiguous() for u in units}
+
+    def unit_index(self, model: nn.Module, name: str, prefix: Optional[str]) -> Optional[int]:
+        if not name.startswith('backbone.blocks.'):
+            return None
+        block = int(name.split('.')[2])
+        return sum(end < block for end in model.backbone.stage_ends)  # stage i ends with block stage_ends[i]
+
+    def knows_units(self, prefix: Optional[str]) -> bool:
+        return True
 
 
 # model_type -> runner, for the families tested in tests/test_models/test_backbones/test_hf_backbone.py. Other
@@ -538,6 +558,8 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
                 for s, c in zip(self.out_strides, self.out_channels)) if stage_norms else None
 
         self.model = runner.build(self.units)
+        found = runner.unit_list(self.model, num_units)
+        self._unit_prefix = found[0] + '.' if found else None  # for layer-wise lr decay
         self._dropped = list(runner.drop)
         for path in runner.drop:
             _set_submodule(self.model, path, nn.Identity())
@@ -666,6 +688,38 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         return key.startswith('hidden_states_norms.')
 
     # ------------------------------------------------------------------------------------------------ forward
+
+    def get_num_layers(self) -> int:
+        """Number of units kept, the depth unit of layer-wise lr decay: blocks of a plain ViT, stages of a
+        hierarchical encoder (stage-wise decay, as mmseg's ConvNeXt recipe)."""
+        return max(self.units) + 1
+
+    def get_layer_id(self, name: str) -> int:
+        """Depth of a parameter for layer-wise lr decay: ``i + 1`` for unit ``i``, 0 for what the model runs before
+        the units (embeddings, a pre-norm), ``num_layers + 1`` for the rest (final norms, pyramid, stage norms).
+
+        Args:
+            name (str): Parameter name relative to this module (``'model.encoder.layer.3.mlp.fc1.weight'``).
+
+        Raises:
+            ValueError: The family's units could not be located (an unverified AutoBackbone type).
+        """
+        if not self._runner.knows_units(self._unit_prefix):
+            raise ValueError(f'layer-wise lr decay: HFBackbone cannot tell the depth of the {self.model_type} '
+                             "parameters (its blocks were not found); leave it out with the optimizer's "
+                             'layer_decay_prefixes or set layer_decay_rate=1')
+        if not name.startswith('model.'):
+            return self.get_num_layers() + 1
+        ids = getattr(self, '_layer_ids', None)
+        if ids is None:
+            # transformers registers submodules in the order they run: what precedes the units is the stem
+            ids, seen = {}, False
+            for pname, _ in self.model.named_parameters():
+                unit = self._runner.unit_index(self.model, pname, self._unit_prefix)
+                seen = seen or unit is not None
+                ids[pname] = unit + 1 if unit is not None else (self.get_num_layers() + 1 if seen else 0)
+            self._layer_ids = ids
+        return ids[name[len('model.'):]]
 
     def forward(self, x: Tensor) -> Tuple[Optional[Tensor], ...]:
         """Multi-stride maps of ``x``.

@@ -385,3 +385,58 @@ def test_fused_mask2former_loss_with_an_hf_auxiliary():
         (aux, ) = backbone.auxiliary(x)
     assert tuple(aux.shape) == (1, 32, 4, 8)
     assert torch.equal(out.injected[0], mean_pad_channels(aux, backbone.out_channels[2]))
+
+
+# --- layer-wise lr decay ---------------------------------------------------------------------------------------------
+
+# Where each family's units sit in HFBackbone's parameter names (SAM2: blocks, grouped into stages by hf_utils'
+# blocks_per_stage [1, 1, 2, 1]).
+UNIT_PREFIX = {
+    'dinov2_with_registers': 'model.encoder.layer.', 'dinov3_vit': 'model.model.layer.',
+    'clip_vision_model': 'model.encoder.layers.', 'siglip_vision_model': 'model.encoder.layers.',
+    'siglip2_vision_model': 'model.encoder.layers.', 'sam_vision_model': 'model.vision_encoder.layers.',
+    'dinov3_convnext': 'model.model.stages.', 'swin': 'model.swin.encoder.layers.', 'hiera': 'model.encoder.stages.',
+}
+SAM2_BLOCK_STAGE = {0: 0, 1: 1, 2: 2, 3: 2, 4: 3}
+
+
+@pytest.mark.parametrize('model_type', FAMILIES)
+def test_layer_ids_follow_the_units(model_type):
+    model = raw(model_type)
+    num = model.get_num_layers()
+    assert num == max(model.units) + 1
+    ids = {name: model.get_layer_id(name) for name, _ in model.named_parameters()}
+    for name, layer_id in ids.items():
+        if model_type == 'sam2_vision_model' and name.startswith('model.backbone.blocks.'):
+            assert layer_id == SAM2_BLOCK_STAGE[int(name.split('.')[3])] + 1, name
+        elif model_type != 'sam2_vision_model' and name.startswith(UNIT_PREFIX[model_type]):
+            assert layer_id == int(name[len(UNIT_PREFIX[model_type]):].split('.')[0]) + 1, name
+        elif 'embed' in name:
+            assert layer_id == 0, name  # the stem: patch and position embeddings, tokens
+        elif not name.startswith('model.'):
+            assert layer_id == num + 1, name  # pyramid, stage norms
+    assert set(range(1, num + 1)) <= set(ids.values())
+
+
+def test_layer_decay_scales_an_hf_vits_blocks():
+    from torch import nn
+
+    from mmfusion.engine.optimizers import FusionOptimWrapperConstructor
+    model = nn.ModuleDict(dict(backbone=raw('dinov3_vit', pyramid=dict(type='paper'))))
+    wrapper = FusionOptimWrapperConstructor(dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0)),
+                                            dict(layer_decay_rate=0.5))(model)
+    lr = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    backbone = model['backbone']
+    num = backbone.get_num_layers()
+    assert lr[id(backbone.model.embeddings.cls_token)] == 0.5**(num + 1)
+    assert lr[id(backbone.model.model.layer[0].norm1.weight)] == 0.5**num
+    assert lr[id(next(backbone.pyramid.parameters()))] == 1.0
+
+
+def test_layer_ids_of_a_family_whose_units_are_not_found_are_refused():
+    """A single-stage ConvNeXt: no ModuleList with one entry per unit to place the parameters by."""
+    model = build('convnext', config=dict(model_type='convnext', num_stages=1, hidden_sizes=[8], depths=[1]),
+                  out_strides=(4, ))
+    assert model._unit_prefix is None
+    with pytest.raises(ValueError, match='layer_decay_prefixes or set layer_decay_rate=1'):
+        model.get_layer_id('model.embeddings.patch_embeddings.weight')
