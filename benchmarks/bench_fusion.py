@@ -2,11 +2,14 @@
 MetricGuidedNeck) against the master-only model, on the same input.
 
 Peak memory: each case (model x {train, infer}) builds its model and runs one step in a fresh subprocess, so its
-peak resident memory (``ru_maxrss``) is its own. Time: both models are built in one subprocess and their steps
-alternate (master, fused, master, fused, ...), so a change in the load of a shared machine hits both alike; the figure
-is the minimum over ``--repeat`` runs after one warm-up. A training step is forward + backward + AdamW step over the
-trainable parameters; inference is a forward under ``torch.no_grad()`` in eval mode. Weights are random (the cost
-does not depend on them, apart from Mask2Former's instance post-processing).
+peak resident memory (``ru_maxrss``) is its own. Those subprocesses run with ``MALLOC_MMAP_THRESHOLD_=131072``, so
+glibc returns freed blocks to the system and the peak RSS follows the live tensors (repeat runs agree within 1 MiB;
+with glibc's default, freed memory it keeps cached made repeats differ by up to 3 %). ``--memory-only`` stops there.
+Time: both models are built in one subprocess and their steps alternate (master, fused, master, fused, ...), so a
+change in the load of a shared machine hits both alike; the figure is the minimum over ``--repeat`` runs after one
+warm-up. A training step is forward + backward + AdamW step over the trainable parameters; inference is a forward
+under ``torch.no_grad()`` in eval mode. Weights are random (the cost does not depend on them, apart from
+Mask2Former's instance post-processing).
 
 The head is mmdet's ``Mask2Former`` (MSDeformAttn pixel decoder, 9-layer decoder, 100 queries, 12544 points) when
 mmdet and ``mmcv.ops`` import, else a small FPN-style semantic head (``--head simple``); the output says which.
@@ -280,6 +283,7 @@ def main():
                         help="also the fused model with the master's blocks checkpointed (training step only)")
     parser.add_argument('--aux-dtype', choices=('bfloat16', 'float16'), help="the fused model's aux_dtype")
     parser.add_argument('--aux-compute-dtype', choices=('float32', 'qint8'), help="the fused model's aux_compute_dtype")
+    parser.add_argument('--memory-only', action='store_true', help='peak memory only (no timing)')
     parser.add_argument('--case', nargs=2, metavar=('MODEL', 'MODE'), help=argparse.SUPPRESS)
     parser.add_argument('--timing', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -305,14 +309,23 @@ def main():
             cmd += ['--' + key.replace('_', '-'), value]
         if args.with_cp and '--timing' in extra:
             cmd.append('--with-cp')
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072') if '--case' in extra else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         if proc.returncode:
             sys.exit(f'{" ".join(extra)} failed:\n{proc.stderr[-4000:]}')
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    times = sub('--timing')
     cases = [(kind, mode) for kind in ('master', 'fused') for mode in ('train', 'infer')]
     memory = {(kind, mode): sub('--case', kind, mode) for kind, mode in cases + [('fused_cp', 'train')] * args.with_cp}
+    if args.memory_only:
+        for (kind, mode), mem in memory.items():
+            print(f'{kind:>8} {mode:<5}: peak RSS {mem["rss_mib"]:.1f} MiB')
+        ratio = {mode: memory[('fused', mode)]['rss_mib'] / memory[('master', mode)]['rss_mib']
+                 for mode in ('train', 'infer')}
+        print(f'fused options {FUSED_OPTIONS or "none"}; fused/master peak RSS: train {ratio["train"]:.3f}x, '
+              f'infer {ratio["infer"]:.3f}x; target train <= 1.05x ({"met" if ratio["train"] <= 1.05 else "NOT met"})')
+        return
+    times = sub('--timing')
     for (kind, mode), mem in memory.items():
         ts = times[f'{kind}/{mode}']
         cuda = f', CUDA peak {mem["cuda_peak_mib"]:.0f} MiB' if 'cuda_peak_mib' in mem else ''
