@@ -124,10 +124,6 @@ class _Runner:
             return int(name[len(prefix):].split('.', 1)[0])
         return None
 
-    def knows_units(self, prefix: Optional[str]) -> bool:
-        """Whether :meth:`unit_index` can place the parameters (for layer-wise lr decay)."""
-        return prefix is not None
-
 
 class _BackboneRunner(_Runner):
     """``transformers``' ``AutoBackbone``: unit ``i`` is ``stage_names[i + 1]`` (the stem is not a unit).
@@ -307,9 +303,6 @@ class _SAM2Runner(_Runner):
             return None
         block = int(name.split('.')[2])
         return sum(end < block for end in model.backbone.stage_ends)  # stage i ends with block stage_ends[i]
-
-    def knows_units(self, prefix: Optional[str]) -> bool:
-        return True
 
 
 # model_type -> runner, for the families tested in tests/test_models/test_backbones/test_hf_backbone.py. Other
@@ -704,12 +697,6 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         Raises:
             ValueError: The family's units could not be located (an unverified AutoBackbone type).
         """
-        if not self._runner.knows_units(self._unit_prefix):
-            raise ValueError(f'layer-wise lr decay: HFBackbone cannot tell the depth of the {self.model_type} '
-                             "parameters (its blocks were not found); leave it out with the optimizer's "
-                             'layer_decay_prefixes or set layer_decay_rate=1')
-        if not name.startswith('model.'):
-            return self.get_num_layers() + 1
         ids = getattr(self, '_layer_ids', None)
         if ids is None:
             # transformers registers submodules in the order they run: what precedes the units is the stem
@@ -718,7 +705,13 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
                 unit = self._runner.unit_index(self.model, pname, self._unit_prefix)
                 seen = seen or unit is not None
                 ids[pname] = unit + 1 if unit is not None else (self.get_num_layers() + 1 if seen else 0)
+            if not seen:
+                raise ValueError(f'layer-wise lr decay: HFBackbone cannot tell the depth of the {self.model_type} '
+                                 "parameters (its blocks were not found); leave it out with the optimizer's "
+                                 'layer_decay_prefixes or set layer_decay_rate=1')
             self._layer_ids = ids
+        if not name.startswith('model.'):
+            return self.get_num_layers() + 1
         return ids[name[len('model.'):]]
 
     def forward(self, x: Tensor) -> Tuple[Optional[Tensor], ...]:
