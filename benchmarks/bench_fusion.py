@@ -16,8 +16,8 @@ mmdet and ``mmcv.ops`` import, else a small FPN-style semantic head (``--head si
 
 ``--aux-dtype bfloat16`` keeps the fused model's frozen auxiliary's weights in bfloat16
 (``model.backbone.aux_dtype``), and ``--aux-compute-dtype float32`` computes its forward in float32 from them
-(``model.backbone.aux_compute_dtype``; for CPUs without fast bf16); ``--aux-compute-dtype qint8`` runs it with
-int8 dynamically quantised Linear layers (CPU). The master-only model is unchanged.
+(``model.backbone.aux_compute_dtype``; for CPUs without fast bf16); ``--aux-dtype qint8`` stores its Linear layers'
+weights in int8 and runs them with PyTorch's dynamic int8 kernel (CPU). The master-only model is unchanged.
 
 ``--with-cp`` adds a third model beside them: the fused model with activation checkpointing of the master's blocks
 (``model.backbone.master.with_cp=True``), trained only (checkpointing does nothing without gradients); its peak
@@ -29,6 +29,7 @@ Usage::
     python benchmarks/bench_fusion.py --size 512 1024 --device cuda --repeat 5
     python benchmarks/bench_fusion.py --with-cp --head simple --repeat 1
     python benchmarks/bench_fusion.py --aux-dtype bfloat16 --aux-compute-dtype float32
+    python benchmarks/bench_fusion.py --aux-dtype qint8 --repeat 5
 """
 from __future__ import annotations
 
@@ -281,8 +282,8 @@ def main():
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--with-cp', action='store_true',
                         help="also the fused model with the master's blocks checkpointed (training step only)")
-    parser.add_argument('--aux-dtype', choices=('bfloat16', 'float16'), help="the fused model's aux_dtype")
-    parser.add_argument('--aux-compute-dtype', choices=('float32', 'qint8'), help="the fused model's aux_compute_dtype")
+    parser.add_argument('--aux-dtype', choices=('bfloat16', 'float16', 'qint8'), help="the fused model's aux_dtype")
+    parser.add_argument('--aux-compute-dtype', choices=('float32', ), help="the fused model's aux_compute_dtype")
     parser.add_argument('--memory-only', action='store_true', help='peak memory only (no timing)')
     parser.add_argument('--case', nargs=2, metavar=('MODEL', 'MODE'), help=argparse.SUPPRESS)
     parser.add_argument('--timing', action='store_true', help=argparse.SUPPRESS)

@@ -12,7 +12,6 @@ import copy
 import inspect
 import itertools
 import math
-import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,6 +26,7 @@ from mmfusion.registry import MODELS
 from mmfusion.utils import ConfigType, OptConfigType, OptMultiConfig
 
 from .base_vfm import VFMBackbone
+from .int8_linear import quantise_linears_
 
 InjectStride = Union[int, Sequence[int], str]
 
@@ -200,18 +200,20 @@ class MasterAuxBackbone(BaseModule):
             Default: 'mean_pad'.
         align_norm_cfg (:obj:`ConfigDict` or dict, optional): Norm after the 1x1 conv of ``align='conv'`` ('GN', 'BN',
             'SyncBN' or None). Default: dict(type='GN', num_groups=32).
-        aux_dtype (str, optional): Keep the frozen auxiliary's weights in this dtype (``'bfloat16'`` or
-            ``'float16'``): half its resident weight memory. By default its forward runs in that dtype too, and its
-            maps are cast back to the input's dtype; fast on GPUs with half precision, slower on CPUs without bf16
-            instructions. Default: None (the auxiliary's own dtype).
-        aux_compute_dtype (str, optional): With ``aux_dtype``, run the auxiliary's forward in this dtype instead
-            (``'float32'``): its weights are cast for the forward only, and those copies are freed before the
-            master's autograd graph grows (the auxiliary runs first), so the training step's peak memory keeps the
-            half-precision saving at full-precision speed and accuracy (up to the weights' rounding). ``'qint8'``
-            (CPU only, with or without ``aux_dtype``): the forward runs a copy of the auxiliary whose Linear layers
-            are dynamically quantised to int8 (torch.ao's dynamic quantised Linear: int8 weights, activations
-            quantised per call), made at the first forward and kept outside the state dict (checkpoints keep the
-            real weights); faster on CPUs, at a small feature error. Default: None (compute in ``aux_dtype``).
+        aux_dtype (str, optional): Keep the frozen auxiliary's weights in this dtype. ``'bfloat16'`` or
+            ``'float16'``: half its resident weight memory; by default its forward runs in that dtype too, and its
+            maps are cast back to the input's dtype (fast on GPUs with half precision, slower on CPUs without bf16
+            instructions). ``'qint8'`` (CPU): its ``nn.Linear`` layers keep int8 weights (symmetric per output
+            channel) and run PyTorch's dynamic int8 kernel, a quarter of their float32 memory and faster on CPUs, at
+            a small feature error; the other layers stay float32. Checkpoints keep float weights under the usual
+            keys (the int8 ones dequantised, which load back to the same integers), so they load into a float model
+            and back. See :class:`~mmfusion.models.backbones.int8_linear.FrozenInt8Linear`. Default: None (the
+            auxiliary's own dtype).
+        aux_compute_dtype (str, optional): With half-precision ``aux_dtype``, run the auxiliary's forward in this
+            dtype instead (``'float32'``): its weights are cast for the forward only, and those copies are freed
+            before the master's autograd graph grows (the auxiliary runs first), so the training step's peak memory
+            keeps the half-precision saving at full-precision speed and accuracy (up to the weights' rounding).
+            Default: None (compute in ``aux_dtype``).
         init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
 
     Examples:
@@ -272,16 +274,15 @@ class MasterAuxBackbone(BaseModule):
         auxiliaries = [self._build_auxiliary(cfg, group, f'auxiliary[{i}]' if several else 'auxiliary')
                        for i, (cfg, group) in enumerate(zip(aux_cfgs, self.aux_groups))]
         self.auxiliary = nn.ModuleList(auxiliaries) if several else auxiliaries[0]
-        self.aux_dtype = _half_dtype(aux_dtype, self.freeze_auxiliary)
-        if self.aux_dtype is not None:
-            self.auxiliary.to(self.aux_dtype)
+        self.aux_dtype = _aux_dtype(aux_dtype, self.freeze_auxiliary)
         self.aux_compute_dtype = _compute_dtype(aux_compute_dtype, self.aux_dtype)
-        if self.aux_compute_dtype == 'qint8' and not self.freeze_auxiliary:
-            raise ValueError("aux_compute_dtype='qint8' runs a quantised copy of a frozen auxiliary (no gradients "
-                             'reach it); set freeze_auxiliary=True or aux_compute_dtype=None')
-        self._int8_twins = {}  # id(encoder) -> its int8 copy (aux_compute_dtype='qint8'); not a submodule
-        # a module-level hook (not a closure over self) stays right in deep copies such as MMEngine's EMA model
-        self._register_load_state_dict_pre_hook(_forget_int8_twins, with_module=True)
+        if self.aux_dtype == 'qint8':
+            for name, aux in zip(self._aux_names(several), auxiliaries):
+                if not quantise_linears_(aux):
+                    raise ValueError(f"aux_dtype='qint8' stores nn.Linear weights in int8, but the {name} "
+                                     f'{type(aux).__name__} has no nn.Linear layer; drop aux_dtype')
+        elif self.aux_dtype is not None:
+            self.auxiliary.to(self.aux_dtype)
         channels = {s: c for aux in auxiliaries for s, c in zip(aux.out_strides, aux.out_channels)}
         self.aux_channels = tuple(channels[s] for s in self.inject_strides)
         if self.freeze_master and not isinstance(self.master, VFMBackbone):
@@ -322,6 +323,9 @@ class MasterAuxBackbone(BaseModule):
                              "projection; give it a parameter-free output (DINOv3: pyramid=dict(type='paper', "
                              'project=False)), or freeze_auxiliary=False')
         return aux
+
+    def _aux_names(self, several: bool) -> Tuple[str, ...]:
+        return tuple(f'auxiliary[{i}]' for i in range(len(self.aux_groups))) if several else ('auxiliary', )
 
     @property
     def auxiliaries(self) -> Tuple[nn.Module, ...]:
@@ -383,7 +387,7 @@ class MasterAuxBackbone(BaseModule):
         # to the training step's peak memory.
         with torch.no_grad() if self.freeze_auxiliary else contextlib.nullcontext():
             compute = self.aux_compute_dtype or self.aux_dtype
-            x_aux = x if compute in (None, 'qint8') else x.to(compute)
+            x_aux = x if compute in (None, 'qint8') else x.to(compute)  # int8 Linear layers take float input
             for encoder, group in zip(self.auxiliaries, self.aux_groups):
                 by_stride.update((s, f.to(x.dtype)) for s, f in zip(group, self._run_auxiliary(encoder, x_aux)))
         aux = tuple(by_stride[s] for s in self.inject_strides)
@@ -410,55 +414,23 @@ class MasterAuxBackbone(BaseModule):
             raise RuntimeError('aux_compute_dtype cannot run an FSDP-sharded auxiliary (its weights are flattened '
                                'shards); under FSDP drop aux_dtype/aux_compute_dtype and set the strategy\'s '
                                'mixed_precision instead')
-        if self.aux_compute_dtype == 'qint8':
-            if x.device.type != 'cpu':
-                raise RuntimeError(f"aux_compute_dtype='qint8' runs on CPU only (int8 dynamic quantisation has no "
-                                   f"{x.device.type} kernels); on a GPU use aux_dtype='bfloat16' without it")
-            return self._int8_twin(encoder)(x.float())
         # Weights kept in aux_dtype, computed in aux_compute_dtype: copies live for this forward only.
         tensors = {name: t.to(self.aux_compute_dtype) if t.is_floating_point() else t
                    for name, t in itertools.chain(encoder.named_parameters(), encoder.named_buffers())}
         return functional_call(encoder, tensors, (x, ))
-
-    def _int8_twin(self, encoder: nn.Module) -> nn.Module:
-        twin = self._int8_twins.get(id(encoder))
-        if twin is None:
-            from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-
-            # Each Linear is quantised from the encoder's own weights and handed to deepcopy through its memo, so
-            # the copy never holds a float copy of the big weights (only norms, embeddings, convolutions).
-            memo = {}
-            with warnings.catch_warnings():  # the API's deprecation notice: the option's documentation states it
-                warnings.simplefilter('ignore')
-                for module in encoder.modules():
-                    if type(module) is nn.Linear:
-                        src = module if module.weight.dtype == torch.float32 else copy.deepcopy(module).float()
-                        src.qconfig = torch.ao.quantization.default_dynamic_qconfig
-                        try:
-                            memo[id(module)] = DynamicInt8Linear.from_float(src)
-                        finally:
-                            del src.qconfig
-            twin = copy.deepcopy(encoder, memo).float().eval()
-            self._int8_twins[id(encoder)] = twin
-        return twin
-
-    def init_weights(self) -> None:
-        """Initialise (and load) the encoders; an int8 copy of the auxiliary is remade from the new weights."""
-        super().init_weights()
-        self._int8_twins.clear()
-
-
-def _forget_int8_twins(module: MasterAuxBackbone, *args, **kwargs) -> None:
-    module._int8_twins.clear()
 
 
 def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]):
     if name is None:
         return None
     if name == 'qint8':
-        return name
+        raise ValueError("aux_compute_dtype='qint8': int8 is a storage dtype of the auxiliary, set "
+                         "aux_dtype='qint8' (and no aux_compute_dtype)")
     if name not in ('float32', 'bfloat16', 'float16'):
-        raise ValueError(f"aux_compute_dtype={name!r}: use 'float32', 'qint8' (or 'bfloat16', 'float16') or None")
+        raise ValueError(f"aux_compute_dtype={name!r}: use 'float32' (or 'bfloat16', 'float16') or None")
+    if storage == 'qint8':
+        raise ValueError(f"aux_compute_dtype={name!r} with aux_dtype='qint8': the int8 Linear layers compute "
+                         'with float activations already; drop aux_compute_dtype')
     if storage is None:
         raise ValueError(f"aux_compute_dtype={name!r} needs aux_dtype (the dtype the weights are kept in), e.g. "
                          "aux_dtype='bfloat16', aux_compute_dtype='float32'")
@@ -466,15 +438,15 @@ def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]):
     return None if dtype == storage else dtype
 
 
-def _half_dtype(name: Optional[str], frozen: bool) -> Optional[torch.dtype]:
+def _aux_dtype(name: Optional[str], frozen: bool) -> Union[torch.dtype, str, None]:
     if name is None:
         return None
-    dtypes = dict(bfloat16=torch.bfloat16, float16=torch.float16)
+    dtypes = dict(bfloat16=torch.bfloat16, float16=torch.float16, qint8='qint8')
     if name not in dtypes:
-        raise ValueError(f"aux_dtype={name!r}: use 'bfloat16', 'float16' or None")
+        raise ValueError(f"aux_dtype={name!r}: use 'bfloat16', 'float16', 'qint8' or None")
     if not frozen:
-        raise ValueError('aux_dtype is for a frozen auxiliary (no optimizer state in half precision); set '
-                         'freeze_auxiliary=True or aux_dtype=None')
+        raise ValueError(f'aux_dtype={name!r} is for a frozen auxiliary (no gradients or optimizer state in '
+                         'reduced precision); set freeze_auxiliary=True or aux_dtype=None')
     return dtypes[name]
 
 

@@ -9,6 +9,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from mmfusion.models.backbones import MasterAuxBackbone, MasterAuxOutputs
+from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
 from mmfusion.models.backbones.master_aux import mean_pad_channels
 from mmfusion.models.necks import MetricGuidedNeck
 from tests._stubs import StubPyramid  # noqa: F401  (registers the stand-in backbone)
@@ -299,52 +300,57 @@ def test_aux_compute_dtype_keeps_half_weights_but_computes_in_float32():
     assert {v.dtype for k, v in mixed.state_dict().items() if k.startswith('auxiliary.')} == {torch.bfloat16}
 
 
-def test_aux_compute_dtype_qint8_runs_an_int8_copy_outside_the_checkpoint():
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+def test_aux_dtype_qint8_stores_the_auxiliary_linears_in_int8():
     ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
-    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_compute_dtype='qint8').eval()
+    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='qint8').eval()
     int8.load_state_dict(ref.state_dict())
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        want, got = ref(x).injected[0], int8(x).injected[0]
-    err = ((got - want).norm() / want.norm()).item()
-    assert 1e-5 < err < 0.1  # quantised arithmetic: close, not equal
-    twin, = int8._int8_twins.values()
-    assert sum(isinstance(m, DynamicInt8Linear) for m in twin.modules()) == sum(
-        isinstance(m, torch.nn.Linear) for m in ref.auxiliary.modules()) > 0
-    assert int8.state_dict().keys() == ref.state_dict().keys()  # checkpoints keep the real weights
-    # new weights (a checkpoint, init_weights) remake the copy
-    for p in ref.auxiliary.parameters():
-        p.data.mul_(0.5)
-    int8.load_state_dict(ref.state_dict())
-    assert not int8._int8_twins
-    with torch.no_grad():
-        want, got = ref(x).injected[0], int8(x).injected[0]
-    assert ((got - want).norm() / want.norm()).item() < 0.1
-    # a deep copy (e.g. an EMA model) keeps its own copy and forgets only its own on new weights
-    with torch.no_grad():
-        int8(x)
-    twin_copy = copy.deepcopy(int8)
-    twin_copy.load_state_dict(ref.state_dict())
-    assert not twin_copy._int8_twins and len(int8._int8_twins) == 1
-
-
-def test_aux_compute_dtype_qint8_quantises_half_precision_weights():
-    ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
-    for p in ref.auxiliary.parameters():
-        p.data = p.data.bfloat16().float()
-    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='qint8').eval()
-    int8.load_state_dict(ref.state_dict())
+    linears = sum(type(m) is torch.nn.Linear for m in ref.auxiliary.modules())
+    assert sum(isinstance(m, FrozenInt8Linear) for m in int8.auxiliary.modules()) == linears > 0
+    assert not any(type(m) is torch.nn.Linear for m in int8.auxiliary.modules())
+    linear_numel = sum(m.weight.numel() for m in ref.auxiliary.modules() if type(m) is torch.nn.Linear)
+    float_numel = sum(p.numel() for p in ref.auxiliary.parameters())
+    assert sum(p.numel() for p in int8.auxiliary.parameters()) < float_numel - linear_numel  # no float copy left
+    assert all(p.dtype == torch.float32 for p in int8.auxiliary.parameters())  # the other layers stay float32
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         want, got = ref(x).injected[0], int8(x).injected[0]
     assert got.dtype == torch.float32 and 1e-5 < ((got - want).norm() / want.norm()).item() < 0.1
-    assert {p.dtype for p in int8.auxiliary.parameters()} == {torch.bfloat16}
+    # the master is untouched and still trains
+    assert all(type(m) is not FrozenInt8Linear for m in int8.master.modules())
+    int8.train()
+    sum(o.sum() for o in int8(x).master if o is not None).backward()
+    assert any(p.grad is not None for p in int8.master.parameters())
 
 
-def test_aux_compute_dtype_qint8_needs_a_frozen_auxiliary():
-    with pytest.raises(ValueError, match='freeze_auxiliary=True'):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_compute_dtype='qint8')
+def test_aux_dtype_qint8_checkpoints_keep_float_weights_that_round_trip():
+    ref = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    int8 = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='qint8').eval()
+    int8.load_state_dict(ref.state_dict())
+    state = int8.state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert all(v.dtype == ref.state_dict()[k].dtype for k, v in state.items())
+    x = torch.rand(1, 3, 64, 64)
+    again = MasterAuxBackbone(DINO, SAM2, inject_stride=16, aux_dtype='qint8').eval()
+    again.load_state_dict(state)  # int8 -> float checkpoint -> int8: the same integers
+    plain = MasterAuxBackbone(DINO, SAM2, inject_stride=16).eval()
+    plain.load_state_dict(state)  # and a float model takes it as it is
+    with torch.no_grad():
+        assert torch.equal(again(x).injected[0], int8(x).injected[0])
+        assert not torch.equal(plain(x).injected[0], ref(x).injected[0])  # the dequantised weights, not the originals
+
+
+def test_aux_dtype_qint8_needs_a_frozen_auxiliary_and_no_compute_dtype():
+    with pytest.raises(ValueError, match="aux_dtype='qint8' is for a frozen auxiliary.*freeze_auxiliary=True"):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_dtype='qint8')
+    with pytest.raises(ValueError, match="set aux_dtype='qint8'"):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_compute_dtype='qint8')
+    with pytest.raises(ValueError, match='drop aux_compute_dtype'):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='qint8', aux_compute_dtype='float32')
+
+
+def test_aux_dtype_qint8_needs_linear_layers():
+    with pytest.raises(ValueError, match='has no nn.Linear layer; drop aux_dtype'):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='qint8')  # the stub is all convolutions
 
 
 def test_aux_compute_dtype_refuses_an_fsdp_sharded_auxiliary(tmp_path):
