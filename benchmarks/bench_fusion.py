@@ -228,7 +228,12 @@ def build_case(model_kind: str, head: str, size, device: str):
         sync()
         return time.perf_counter() - t0, time.process_time() - c0
 
-    info = dict(trainable_params=sum(p.numel() for p in params), all_params=sum(p.numel() for p in module.parameters()))
+    from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
+
+    # int8 Linear weights (aux_dtype='qint8') are packed, not parameters: counted beside them
+    int8 = sum(m.out_features * m.in_features for m in module.modules() if isinstance(m, FrozenInt8Linear))
+    info = dict(trainable_params=sum(p.numel() for p in params),
+                all_params=sum(p.numel() for p in module.parameters()) + int8, int8_params=int8)
     return run, info
 
 
@@ -331,10 +336,11 @@ def main():
         ts = times[f'{kind}/{mode}']
         cuda = f', CUDA peak {mem["cuda_peak_mib"]:.0f} MiB' if 'cuda_peak_mib' in mem else ''
         cs = times[f'{kind}/{mode}/cpu']
+        int8 = f', {mem["int8_params"] / 1e6:.1f} M int8' if mem.get('int8_params') else ''
         print(f'{kind:>8} {mode:<5}: {min(ts):.3f} s (runs {", ".join(f"{t:.3f}" for t in ts)}), CPU time '
               f'{min(cs):.3f} s, peak RSS '
               f'{mem["rss_mib"]:.0f} MiB{cuda}, params {mem["all_params"] / 1e6:.1f} M '
-              f'({mem["trainable_params"] / 1e6:.1f} M trainable)')
+              f'({mem["trainable_params"] / 1e6:.1f} M trainable{int8})')
 
     import torch
     print(f'\nhead: {head}; input 1x3x{args.size[0]}x{args.size[1]}; device {args.device}; '
