@@ -12,6 +12,7 @@ from mmengine.optim import build_optim_wrapper
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from mmfusion.models.backbones.base_vfm import VFMBackbone
+from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
 from mmfusion.models.backbones.master_aux import mean_pad_channels
 from tests._fusion_cfg import shrink_fusion_model
 from tests._m2f import det_inputs, seg_inputs
@@ -172,6 +173,25 @@ def test_inject_stride_key_alone_changes_the_experiment(stride):
     with torch.no_grad():
         res = model(**model.data_preprocessor(det_inputs(1, (64, 128), 8), False), mode='predict')
     assert res[0].pred_instances.masks.shape[1:] == (64, 128)
+
+
+def test_aux_dtype_key_alone_stores_the_auxiliary_in_int8():
+    float_model = _build(_load('mask2former_d3s2_cityscapes.py'))
+    model = _build(_load('mask2former_d3s2_cityscapes.py', **{'model.backbone.aux_dtype': 'qint8'}))
+    aux = model.backbone.auxiliary
+    assert any(isinstance(m, FrozenInt8Linear) for m in aux.modules())
+    assert not any(type(m) is nn.Linear for m in aux.modules())
+    assert all(type(m) is not FrozenInt8Linear for m in model.backbone.master.modules())
+    groups = _optimizer_groups(model, _load('mask2former_d3s2_cityscapes.py'))
+    assert not any(n.startswith('backbone.auxiliary.') for n in groups)
+    model.train()
+    _det_loss(model)
+    assert any(p.grad is not None for p in model.backbone.master.parameters())
+    # its checkpoint is a float one: it loads strictly into the model without the key, and back
+    state = model.state_dict()
+    assert state.keys() == float_model.state_dict().keys()
+    float_model.load_state_dict(state)
+    model.load_state_dict(float_model.state_dict())
 
 
 # Table 6 settings and RQ5: (config, master trains its pretrained weights, auxiliary trains).

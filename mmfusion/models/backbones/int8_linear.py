@@ -32,7 +32,9 @@ class FrozenInt8Linear(nn.Module):
     """Forward-only stand-in for a frozen ``nn.Linear`` with int8 weights (CPU).
 
     It holds no parameters (so no gradient, optimizer state or DDP bucket); ``state_dict`` / ``load_state_dict``
-    convert from and to float ``weight`` / ``bias``, with the usual missing-key and shape reports.
+    convert from and to float ``weight`` / ``bias``, with the usual missing-key and shape reports. Having no
+    parameters or buffers, its weights are not broadcast by DDP: every rank gets them from the checkpoint it loads
+    (``init_weights`` or a trained checkpoint), as a frozen pretrained encoder does.
 
     Args:
         weight (Tensor): Float weight of shape (out_features, in_features).
