@@ -1,6 +1,5 @@
 """MasterAuxBackbone: one key per decision (inject_stride, freeze_master/freeze_auxiliary, align), the auxiliary
 truncated at s*, the master skipping the replaced levels, channels read from the encoders."""
-import copy
 import json
 
 import pytest
@@ -339,18 +338,25 @@ def test_aux_dtype_qint8_checkpoints_keep_float_weights_that_round_trip():
         assert not torch.equal(plain(x).injected[0], ref(x).injected[0])  # the dequantised weights, not the originals
 
 
-def test_aux_dtype_qint8_needs_a_frozen_auxiliary_and_no_compute_dtype():
-    with pytest.raises(ValueError, match="aux_dtype='qint8' is for a frozen auxiliary.*freeze_auxiliary=True"):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_dtype='qint8')
-    with pytest.raises(ValueError, match="set aux_dtype='qint8'"):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_compute_dtype='qint8')
-    with pytest.raises(ValueError, match='drop aux_compute_dtype'):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='qint8', aux_compute_dtype='float32')
+DTYPE_ERRORS = {
+    'half weights of a trained auxiliary': (dict(freeze_auxiliary=False, aux_dtype='bfloat16'),
+                                            "aux_dtype='bfloat16' is for a frozen auxiliary.*freeze_auxiliary=True"),
+    'int8 weights of a trained auxiliary': (dict(freeze_auxiliary=False, aux_dtype='qint8'),
+                                            "aux_dtype='qint8' is for a frozen auxiliary.*freeze_auxiliary=True"),
+    'unknown aux_dtype': (dict(aux_dtype='double'), "aux_dtype='double': use 'bfloat16', 'float16', 'qint8'"),
+    'compute dtype without storage dtype': (dict(aux_compute_dtype='float32'), 'needs aux_dtype'),
+    'unknown compute dtype': (dict(aux_dtype='bfloat16', aux_compute_dtype='double'), "aux_compute_dtype='double'"),
+    'int8 as compute dtype': (dict(aux_compute_dtype='qint8'), "set aux_dtype='qint8'"),
+    'compute dtype with int8 weights': (dict(aux_dtype='qint8', aux_compute_dtype='float32'), 'drop aux_compute_dtype'),
+    'int8 without Linear layers': (dict(aux_dtype='qint8'), 'has no nn.Linear layer; drop aux_dtype'),  # the stub
+}
 
 
-def test_aux_dtype_qint8_needs_linear_layers():
-    with pytest.raises(ValueError, match='has no nn.Linear layer; drop aux_dtype'):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='qint8')  # the stub is all convolutions
+@pytest.mark.parametrize('case', DTYPE_ERRORS)
+def test_aux_dtype_options_are_refused_with_the_fix(case):
+    kwargs, match = DTYPE_ERRORS[case]
+    with pytest.raises(ValueError, match=match):
+        MasterAuxBackbone(MASTER, AUX, inject_stride=16, **kwargs)
 
 
 def test_aux_compute_dtype_refuses_an_fsdp_sharded_auxiliary(tmp_path):
@@ -364,15 +370,3 @@ def test_aux_compute_dtype_refuses_an_fsdp_sharded_auxiliary(tmp_path):
             backbone(torch.rand(1, 3, 64, 64))
     finally:
         dist.destroy_process_group()
-
-
-def test_aux_compute_dtype_needs_aux_dtype():
-    with pytest.raises(ValueError, match="needs aux_dtype"):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_compute_dtype='float32')
-    with pytest.raises(ValueError, match="aux_compute_dtype='double'"):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, aux_dtype='bfloat16', aux_compute_dtype='double')
-
-
-def test_aux_dtype_needs_a_frozen_auxiliary():
-    with pytest.raises(ValueError, match='frozen auxiliary'):
-        MasterAuxBackbone(MASTER, AUX, inject_stride=16, freeze_auxiliary=False, aux_dtype='bfloat16')
