@@ -177,12 +177,13 @@ def test_inject_stride_key_alone_changes_the_experiment(stride):
 
 def test_aux_dtype_key_alone_stores_the_auxiliary_in_int8():
     float_model = _build(_load('mask2former_d3s2_cityscapes.py'))
-    model = _build(_load('mask2former_d3s2_cityscapes.py', **{'model.backbone.aux_dtype': 'qint8'}))
+    cfg = _load('mask2former_d3s2_cityscapes.py', **{'model.backbone.aux_dtype': 'qint8'})
+    model = _build(cfg)
     aux = model.backbone.auxiliary
     assert any(isinstance(m, FrozenInt8Linear) for m in aux.modules())
     assert not any(type(m) is nn.Linear for m in aux.modules())
     assert all(type(m) is not FrozenInt8Linear for m in model.backbone.master.modules())
-    groups = _optimizer_groups(model, _load('mask2former_d3s2_cityscapes.py'))
+    groups = _optimizer_groups(model, cfg)
     assert not any(n.startswith('backbone.auxiliary.') for n in groups)
     model.train()
     _det_loss(model)

@@ -271,13 +271,14 @@ class MasterAuxBackbone(BaseModule):
             raise ValueError(f'inject_stride {missing} is not a stride of the master (out_strides={self.strides}); '
                              'inject at one of them')
 
-        auxiliaries = [self._build_auxiliary(cfg, group, f'auxiliary[{i}]' if several else 'auxiliary')
-                       for i, (cfg, group) in enumerate(zip(aux_cfgs, self.aux_groups))]
+        aux_names = [f'auxiliary[{i}]' if several else 'auxiliary' for i in range(len(aux_cfgs))]
+        auxiliaries = [self._build_auxiliary(cfg, group, name)
+                       for cfg, group, name in zip(aux_cfgs, self.aux_groups, aux_names)]
         self.auxiliary = nn.ModuleList(auxiliaries) if several else auxiliaries[0]
         self.aux_dtype = _aux_dtype(aux_dtype, self.freeze_auxiliary)
         self.aux_compute_dtype = _compute_dtype(aux_compute_dtype, self.aux_dtype)
         if self.aux_dtype == 'qint8':
-            for name, aux in zip(self._aux_names(several), auxiliaries):
+            for name, aux in zip(aux_names, auxiliaries):
                 if not quantise_linears_(aux):
                     raise ValueError(f"aux_dtype='qint8' stores nn.Linear weights in int8, but the {name} "
                                      f'{type(aux).__name__} has no nn.Linear layer; drop aux_dtype')
@@ -323,9 +324,6 @@ class MasterAuxBackbone(BaseModule):
                              "projection; give it a parameter-free output (DINOv3: pyramid=dict(type='paper', "
                              'project=False)), or freeze_auxiliary=False')
         return aux
-
-    def _aux_names(self, several: bool) -> Tuple[str, ...]:
-        return tuple(f'auxiliary[{i}]' for i in range(len(self.aux_groups))) if several else ('auxiliary', )
 
     @property
     def auxiliaries(self) -> Tuple[nn.Module, ...]:
@@ -420,7 +418,7 @@ class MasterAuxBackbone(BaseModule):
         return functional_call(encoder, tensors, (x, ))
 
 
-def _compute_dtype(name: Optional[str], storage: Optional[torch.dtype]):
+def _compute_dtype(name: Optional[str], storage: Union[torch.dtype, str, None]) -> Optional[torch.dtype]:
     if name is None:
         return None
     if name == 'qint8':
