@@ -231,7 +231,7 @@ def build_case(model_kind: str, head: str, size, device: str):
     from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
 
     # int8 Linear weights (aux_dtype='qint8') are packed, not parameters: counted beside them
-    int8 = sum(m.out_features * m.in_features for m in module.modules() if isinstance(m, FrozenInt8Linear))
+    int8 = sum(m.numel() for m in module.modules() if isinstance(m, FrozenInt8Linear))
     info = dict(trainable_params=sum(p.numel() for p in params),
                 all_params=sum(p.numel() for p in module.parameters()) + int8, int8_params=int8)
     return run, info

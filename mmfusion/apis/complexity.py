@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
 
+from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
 from mmfusion.utils.errors import UserError
 
 # Component keys, in display order, with their labels.
@@ -226,6 +227,9 @@ def count_parameters(model: nn.Module, components: Dict[str, nn.Module]) -> Dict
         entry = counts[component(name.rpartition('.')[0])]
         entry[0] += p.numel()
         entry[1] += p.numel() if p.requires_grad else 0
+    for name, module in model.named_modules():  # int8 weights (aux_dtype='qint8') are packed, not parameters
+        if isinstance(module, FrozenInt8Linear):
+            counts[component(name)][0] += module.numel()
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
@@ -237,9 +241,15 @@ def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     return sdpa_flop(query_shape, key_shape, value_shape)
 
 
+def _int8_linear_flop(x_shape, packed, *args, out_shape=None, **kwargs) -> int:
+    # FrozenInt8Linear (aux_dtype='qint8'): the multiply-adds of the float Linear it stands for, 2 FLOPs each as
+    # torch's own formulas count them.
+    return 2 * math.prod(x_shape) * out_shape[-1]
+
+
 def _extra_formulas() -> dict:
     aten = torch.ops.aten
-    extra = {}
+    extra = {torch.ops.quantized.linear_dynamic: _int8_linear_flop}
     if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
         extra[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flop
     return extra

@@ -23,6 +23,7 @@ from mmfusion.apis.complexity import (
     format_cost,
     model_complexity,
 )
+from mmfusion.models.backbones.int8_linear import FrozenInt8Linear
 from tests._fusion_cfg import shrink_fusion_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -64,6 +65,23 @@ def test_linear_flops_equal_hand_count():
     fc = nn.Linear(16, 4)
     x = torch.randn(2, 5, 16)
     assert count_flops(fc, lambda: fc(x)).total == 2 * 5 * 16 * 4
+
+
+def test_int8_linear_counts_as_the_float_linear_it_stands_for():
+    fc = nn.Linear(16, 4)
+    int8 = nn.Sequential(FrozenInt8Linear.from_linear(fc))
+    x = torch.randn(2, 5, 16)
+    result = count_flops(int8, lambda: int8(x))
+    assert result.total == 2 * 5 * 16 * 4 and not result.uncounted_ops
+    assert count_parameters(int8, {})['other'] == (16 * 4 + 4, 0)  # frozen weights, as the float layer's count
+
+
+def test_int8_auxiliary_keeps_its_flops_and_parameters(tiny_det):
+    int8 = _build(FLAGSHIP, aux_dtype='qint8')
+    int8.load_state_dict(tiny_det.state_dict())
+    want, got = model_complexity(tiny_det, (64, 96)), model_complexity(int8, (64, 96))
+    assert (got.get('auxiliary').params, got.get('auxiliary').trainable) == (want.get('auxiliary').params, 0)
+    assert got.get('auxiliary').flops == want.get('auxiliary').flops > 0
 
 
 def test_fused_attention_on_cpu_is_counted():

@@ -71,6 +71,10 @@ class FrozenInt8Linear(nn.Module):
         bias = None if bias is None else bias.detach().float().contiguous()
         self._packed = torch.ops.quantized.linear_prepack(_quantise(weight), bias)
 
+    def numel(self) -> int:
+        """Elements of the float layer it stands for (weight and bias), as ``nn.Linear``'s parameters count."""
+        return self.out_features * (self.in_features + self.has_bias)
+
     def dequantised(self) -> tuple:
         """``(weight, bias)`` as float32 tensors (bias None without one)."""
         weight, bias = torch.ops.quantized.linear_unpack(self._packed)
