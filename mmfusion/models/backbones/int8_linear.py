@@ -71,14 +71,25 @@ class FrozenInt8Linear(nn.Module):
         bias = None if bias is None else bias.detach().float().contiguous()
         self._packed = torch.ops.quantized.linear_prepack(_quantise(weight), bias)
 
+    @property
+    def weight(self) -> Tensor:
+        """The dequantised float32 weight, made on each access, for code that reads a Linear's weight (e.g. its
+        dtype); writing to it changes nothing (load a state dict instead)."""
+        return self.dequantised()[0]
+
+    @property
+    def bias(self) -> Optional[Tensor]:
+        """The float32 bias (None without one), a copy as :attr:`weight` is."""
+        return self.dequantised()[1]
+
     def numel(self) -> int:
         """Elements of the float layer it stands for (weight and bias), as ``nn.Linear``'s parameters count."""
         return self.out_features * (self.in_features + self.has_bias)
 
     def dequantised(self) -> tuple:
-        """``(weight, bias)`` as float32 tensors (bias None without one)."""
+        """``(weight, bias)`` as new float32 tensors (bias None without one)."""
         weight, bias = torch.ops.quantized.linear_unpack(self._packed)
-        return weight.dequantize(), bias
+        return weight.dequantize(), None if bias is None else bias.clone()  # unpack hands out the packed bias itself
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != 'cpu':

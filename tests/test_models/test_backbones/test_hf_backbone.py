@@ -1,5 +1,6 @@
 """mmfusion.HFBackbone: every verified transformers family gives its strides and channels, freezes, and reads a
 save_pretrained folder into the same maps as transformers' own model; bad input fails with one line."""
+import copy
 import json
 import math
 import warnings
@@ -39,6 +40,7 @@ from transformers.utils.constants import (
 
 from mmfusion.models.backbones import HFBackbone
 from mmfusion.models.backbones.checkpoint_io import CheckpointMismatchError
+from mmfusion.models.backbones.int8_linear import quantise_linears_
 
 from .hf_utils import TINY_HF, tiny_hf_config
 from .vfm_utils import randomise_
@@ -129,6 +131,18 @@ def test_stops_at_the_deepest_unit_and_every_parameter_trains(model_type):
     assert not any(n.startswith(f'{path}{last + 1}.') for n in names)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and [n for n, p in trainable if p.grad is None] == []
+
+
+@pytest.mark.parametrize('model_type', FAMILIES)
+def test_int8_linear_storage_runs_every_family(model_type):
+    # what MasterAuxBackbone(aux_dtype='qint8') does to a frozen auxiliary (some families read a Linear's weight)
+    model = raw(model_type, frozen=True).eval()
+    int8 = copy.deepcopy(model)
+    assert quantise_linears_(int8) > 0
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        for want, got in zip(model(x), int8(x), strict=True):
+            assert got.shape == want.shape and ((got - want).norm() / want.norm()).item() < 0.15
 
 
 @pytest.mark.parametrize('model_type', FAMILIES)

@@ -72,6 +72,19 @@ def test_load_reports_missing_unexpected_and_wrong_shapes():
     torch.testing.assert_close(no_bias.dequantised()[0], torch.ones(6, 16))
 
 
+def test_weight_and_bias_read_as_float_copies():
+    linear = _linear()
+    int8 = FrozenInt8Linear.from_linear(linear)
+    assert int8.weight.dtype == torch.float32 and torch.equal(int8.weight, int8.dequantised()[0])
+    assert torch.equal(int8.bias, linear.bias.detach())
+    x = torch.randn(2, 16)
+    before = int8(x)
+    int8.weight.add_(1.0)
+    int8.bias.add_(1.0)
+    assert torch.equal(int8(x), before)  # copies: the packed weights are untouched
+    assert FrozenInt8Linear.from_linear(_linear(bias=False)).bias is None
+
+
 def test_deep_copy_is_independent():
     int8 = FrozenInt8Linear.from_linear(_linear())
     twin = copy.deepcopy(int8)
