@@ -90,6 +90,10 @@ def main(out_dir: str) -> None:
                         resumed_base_lr=resumed.optim_wrapper.base_param_settings['lr'],
                         saved_optim=saved_optim, resumed_optim=resumed_optim,
                         resumed_weights=resumed_weights), osp.join(out_dir, 'result.pt'))
+    # Leave together and close the process group: gloo left to the interpreter's teardown can abort a rank
+    # ('terminate called without an active exception') after its work is done.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -1,6 +1,8 @@
-"""Loading a script (of tools/, benchmarks/ or an installed package) as a module, for tests that call it in-process."""
+"""Loading a script (of tools/, benchmarks/ or an installed package) as a module, for tests that call it in-process;
+a free port for the tests that launch torchrun."""
 import importlib.util
 import os.path as osp
+import socket
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -17,3 +19,11 @@ def load_script(path: str, name: str = None):
 def load_tool(relpath: str):
     """The script ``tools/<relpath>`` as a fresh module (e.g. ``load_tool('analysis/profile_vfm.py')``)."""
     return load_script(osp.join('tools', relpath))
+
+
+def free_port() -> int:
+    """A TCP port free now, for a torchrun rendezvous: fixed ports collide when pytest-xdist workers launch runs at
+    the same time (a module fixture runs once per worker)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

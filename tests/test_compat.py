@@ -14,6 +14,7 @@ from mmengine.logging import HistoryBuffer
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from mmfusion.compat import CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
+from tests._tools import free_port
 
 from ._tiny_runner import tiny_runner
 
@@ -220,7 +221,7 @@ def fsdp_run(tmp_path_factory):
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=root)
     res = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29581',
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
          osp.join(root, 'tests', '_fsdp_compat_run.py'), str(out)],
         capture_output=True, text=True, env=env, timeout=300, cwd=str(out))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]

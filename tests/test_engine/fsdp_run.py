@@ -13,6 +13,7 @@ import os
 import os.path as osp
 import sys
 
+import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import set_random_seed
@@ -81,6 +82,8 @@ def main(ddp_cfg: str, fsdp_cfg: str, work_dir: str) -> None:
         facts[name] = _facts(runner)
     with open(osp.join(work_dir, f'rank{runner.rank}.json'), 'w') as f:
         json.dump(facts, f)
+    dist.barrier()  # leave together and close gloo before the interpreter's teardown
+    dist.destroy_process_group()
 
 
 if __name__ == '__main__':

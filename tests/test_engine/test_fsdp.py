@@ -19,6 +19,7 @@ import torch
 from mmengine.config import Config
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
+from tests._tools import free_port
 from tests.test_models.test_backbones.vfm_utils import hf_dinov3, hf_to_meta
 from tests.test_tools.test_train_test_tools import tiny_flagship
 
@@ -78,7 +79,7 @@ def runs(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     # What tools/dist_train.sh runs (torch.distributed.run, --launcher pytorch), with the three runs in one launch.
     res = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29547',
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
          osp.join(ROOT, 'tests', 'test_engine', 'fsdp_run.py'), ddp_cfg, fsdp_cfg, work],
         capture_output=True, text=True, env=env, timeout=900, cwd=out)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-6000:]

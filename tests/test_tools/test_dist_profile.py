@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._tools import free_port
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -33,7 +35,7 @@ def _args(image_dir, out_dir):
 
 @pytest.mark.slow
 def test_two_processes_write_the_profile_of_one(image_dir, tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, PORT='29541')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, PORT=str(free_port()))
     one = tmp_path / 'one'
     subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'profile_vfm.py'), *_args(image_dir, one)],
                    check=True, capture_output=True, env=env, cwd=str(tmp_path), timeout=300)

@@ -15,6 +15,7 @@ from mmengine.config import Config
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from tests._fusion_cfg import shrink_fusion_model
+from tests._tools import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FLAGSHIP = osp.join(ROOT, 'configs', 'mask2former_d3s2_cityscapes.py')
@@ -129,7 +130,7 @@ def test_dist_train_two_cpu_processes_with_stock_nccl_config(cityscapes_root, tm
     work = str(tmp_path / 'dist')
     # The config keeps mmdet's default env_cfg (nccl) and the Runner's device_ids: mmfusion.compat makes both work
     # on a CPU-only torch (gloo, device_ids=None).
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     res = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), cfg_path, '2', '--work-dir', work, '--cfg-options',
          'custom_hooks=[]'],

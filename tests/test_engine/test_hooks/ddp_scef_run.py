@@ -8,6 +8,7 @@ import json
 import os.path as osp
 import sys
 
+import torch.distributed as dist
 from mmengine.runner import Runner
 
 import mmfusion.engine  # noqa: F401  (compat fixes, registers the hooks)
@@ -35,6 +36,8 @@ def main(work_dir: str) -> None:
     hook = next(h for h in runner.hooks if isinstance(h, SCEFHook))
     with open(osp.join(work_dir, f'rank{runner.rank}.json'), 'w') as f:
         json.dump(dict(iter=runner.iter, world_size=runner.world_size, probed=hook._probes is not None), f)
+    dist.barrier()  # leave together and close gloo before the interpreter's teardown
+    dist.destroy_process_group()
 
 
 if __name__ == '__main__':

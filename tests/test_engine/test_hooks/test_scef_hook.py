@@ -5,7 +5,6 @@ import itertools
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from mmfusion.engine.hooks.scef_hook import _fit
 from mmfusion.models.backbones import MasterAuxBackbone
 from mmfusion.models.necks import MetricGuidedNeck
 from mmfusion.utils.images import read_rgb
+from tests._tools import free_port
 
 from ._scef_models import MEAN, STD, FusionModel, Scenes, scene
 
@@ -218,18 +218,12 @@ def test_resumed_run_skips_the_baseline_and_probes_the_same_images(tmp_path):
     assert torch.equal(next(h for h in resumed.hooks if isinstance(h, SCEFHook))._probes, first_probes)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_run_probes_and_writes_on_rank_0_only(tmp_path):
     work = tmp_path / 'ddp'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     res = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(_free_port()),
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
          osp.join(osp.dirname(osp.abspath(__file__)), 'ddp_scef_run.py'), str(work)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
