@@ -80,7 +80,8 @@ class FrozenInt8Linear(nn.Module):
     @property
     def bias(self) -> Optional[Tensor]:
         """The float32 bias (None without one), a copy as :attr:`weight` is."""
-        return self.dequantised()[1]
+        bias = torch.ops.quantized.linear_unpack(self._packed)[1]
+        return None if bias is None else bias.clone()  # unpack hands out the packed bias itself
 
     def numel(self) -> int:
         """Elements of the float layer it stands for (weight and bias), as ``nn.Linear``'s parameters count."""
@@ -88,8 +89,7 @@ class FrozenInt8Linear(nn.Module):
 
     def dequantised(self) -> tuple:
         """``(weight, bias)`` as new float32 tensors (bias None without one)."""
-        weight, bias = torch.ops.quantized.linear_unpack(self._packed)
-        return weight.dequantize(), None if bias is None else bias.clone()  # unpack hands out the packed bias itself
+        return torch.ops.quantized.linear_unpack(self._packed)[0].dequantize(), self.bias
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != 'cpu':
