@@ -23,8 +23,8 @@ in place (``LocalBackend.put`` opens the final path and writes), so a kill mid-w
 ``iter_N.pth``, and auto-resume follows ``last_checkpoint`` blindly. Local writes go to a temporary file in the same
 folder, are flushed to disk and renamed over the target (atomic on POSIX). On resume the checkpoint is checked
 first (its zip directory and CRCs, no unpickling): with auto-resume a bad latest checkpoint falls back, with a
-warning, to the newest earlier one that is intact; an explicit ``--resume PATH`` that is corrupt, or an empty
-``last_checkpoint``, stops with a one-line :class:`CorruptCheckpointError` naming the file.
+warning, to the newest intact checkpoint of the work dir (``resume_checkpoint``); an explicit ``--resume PATH``
+that is corrupt stops with a one-line :class:`CorruptCheckpointError` naming the file.
 """
 from __future__ import annotations
 
@@ -201,60 +201,85 @@ def _is_local(path: str) -> bool:
     return '://' not in str(path)
 
 
-def _earlier_checkpoints(path: str) -> list:
-    """Checkpoints beside ``path`` named like it with a smaller number (``iter_8.pth`` -> ``iter_6.pth``, ...),
-    newest first."""
-    folder, name = osp.split(path)
-    match = re.fullmatch(r'(.*?)(\d+)(\.\w+)', name)
-    if match is None or not osp.isdir(folder):
-        return []
-    prefix, number, suffix = match.group(1), int(match.group(2)), match.group(3)
-    found = []
-    for other in os.listdir(folder):
-        m = re.fullmatch(re.escape(prefix) + r'(\d+)' + re.escape(suffix), other)
-        if m and int(m.group(1)) < number:
-            found.append((int(m.group(1)), osp.join(folder, other)))
-    return [p for _, p in sorted(found, reverse=True)]
+_CKPT_NAME = re.compile(r'(iter|epoch)_(\d+)\.pth')
+
+
+def _numbered_checkpoints(folders) -> list:
+    """``iter_N.pth`` / ``epoch_N.pth`` files in ``folders``, newest (largest N) first; iteration checkpoints before
+    epoch ones when a folder holds both (an iteration count exceeds an epoch count)."""
+    found = {}
+    for folder in folders:
+        if not folder or not osp.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            m = _CKPT_NAME.fullmatch(name)
+            if m:
+                found[osp.join(folder, name)] = (m.group(1) == 'iter', int(m.group(2)))
+    return sorted(found, key=lambda p: found[p], reverse=True)
 
 
 def resume_checkpoint(work_dir: str, logger=None) -> Optional[str]:
-    """The checkpoint auto-resume should load: the one ``{work_dir}/last_checkpoint`` names if intact, else the
-    newest intact earlier one (with a warning); None when there is no ``last_checkpoint`` (a fresh run).
+    """The checkpoint auto-resume should load: the newest intact ``iter_N.pth`` (or ``epoch_N.pth``) in the work dir
+    (and in the folder ``last_checkpoint`` points to, for a CheckpointHook ``out_dir``); None when there is none (a
+    fresh run).
+
+    ``last_checkpoint`` alone is not trusted: a kill between writing ``iter_N.pth`` and updating it (or a stock
+    CheckpointHook that rotated the file it names away) leaves it behind the newest checkpoint, and a kill while
+    writing it (or the checkpoint) leaves it empty or naming a truncated file. When the choice differs from what
+    ``last_checkpoint`` names, a warning says why.
 
     Args:
         work_dir (str): the run's work dir.
-        logger (logging.Logger, optional): where the fallback warning goes; ``warnings.warn`` when None.
+        logger (logging.Logger, optional): where the warning goes; ``warnings.warn`` when None.
 
     Returns:
         str | None: the checkpoint path.
 
     Raises:
-        CorruptCheckpointError: ``last_checkpoint`` is empty, or neither its checkpoint nor an earlier one is intact.
+        CorruptCheckpointError: checkpoints exist, but none is intact.
     """
     save_file = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(save_file):
-        return None
-    with open(save_file) as f:
-        latest = f.read().strip()
-    if not latest:
-        raise CorruptCheckpointError(f'{save_file} is empty (the run was stopped while writing it); resume from a '
-                                     f'checkpoint explicitly with --resume {osp.join(work_dir, "iter_N.pth")}')
-    if not _is_local(latest):
-        return latest
-    problem = checkpoint_problem(latest)
-    if problem is None:
-        return latest
-    for earlier in _earlier_checkpoints(latest):
-        if checkpoint_problem(earlier) is None:
-            msg = (f'{latest} (named by {save_file}) {problem}, probably because the run was stopped while writing '
-                   f'it; resuming from {earlier}, the newest intact checkpoint before it')
+    named, empty = None, False
+    if osp.isfile(save_file):
+        with open(save_file) as f:
+            named = f.read().strip() or None
+        empty = named is None
+    if named is not None and not _is_local(named):
+        return named  # remote storage: MMEngine's file backend decides
+    candidates = _numbered_checkpoints([work_dir, osp.dirname(named) if named else None])
+    if named is not None and named not in candidates and osp.exists(named):
+        candidates.append(named)  # a custom filename_tmpl
+    bad = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            bad.append(f'{path} {problem}')
+            continue
+        if named is not None and osp.abspath(path) != osp.abspath(named):
+            named_problem = checkpoint_problem(named)
+            why = ('that file does not exist' if not osp.exists(named) else
+                   f'it {named_problem}' if named_problem else 'a newer one is beside it')
+            msg = (f'{save_file} names {named}, but {why} (the run was stopped while saving); resuming from {path}, '
+                   f'the newest intact checkpoint in {osp.dirname(path)}')
             if logger is not None:
                 logger.warning(msg)
             else:
                 warnings.warn(msg)
-            return earlier
-    raise CorruptCheckpointError(f'{latest} (named by {save_file}) {problem} and no earlier checkpoint beside it is '
-                                 'intact; start a new run or pass a good checkpoint with --resume PATH')
+        elif bad or empty:
+            why = f'skipped {"; ".join(bad)}' if bad else f'{save_file} is empty (the run was stopped while writing it)'
+            msg = f'{why}; resuming from {path}, the newest intact checkpoint in {osp.dirname(path)}'
+            if logger is not None:
+                logger.warning(msg)
+            else:
+                warnings.warn(msg)
+        return path
+    if bad:
+        raise CorruptCheckpointError(f'no intact checkpoint in {work_dir}: {"; ".join(bad)}; start a new run (another '
+                                     '--work-dir) or pass a good checkpoint with --resume PATH')
+    if named is not None:
+        raise CorruptCheckpointError(f'{save_file} names {named}, which does not exist, and {work_dir} holds no other '
+                                     'checkpoint; start a new run or pass a checkpoint with --resume PATH')
+    return None
 
 
 def _checked_load_or_resume(stock):

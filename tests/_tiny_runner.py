@@ -37,6 +37,7 @@ class _TinySet(Dataset):
 
 def tiny_runner(work_dir, max_iters, runner_cls=Runner, **kwargs):
     kwargs.setdefault('experiment_name', f'tiny_{next(_RUN_IDS)}')
+    kwargs.setdefault('default_hooks', dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)))
     return runner_cls(
         model=_TinyModel(),
         work_dir=str(work_dir),
@@ -46,7 +47,6 @@ def tiny_runner(work_dir, max_iters, runner_cls=Runner, **kwargs):
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
         param_scheduler=[dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4)],
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
         randomness=dict(seed=0),
         **kwargs)
 

@@ -179,8 +179,26 @@ def test_auto_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     resumed.train()
     assert resumed.iter == 5
     log = open(osp.join(resumed.log_dir, f'{resumed.timestamp}.log')).read()
-    assert f'{tmp_path}/iter_4.pth (named by {tmp_path}/last_checkpoint) is truncated or corrupt' in log
+    assert f'{tmp_path}/last_checkpoint names {tmp_path}/iter_4.pth, but it is truncated or corrupt' in log
     assert f'resuming from {tmp_path}/iter_2.pth' in log and 'resumed epoch: 0, iter: 2' in log
+
+
+def test_auto_resume_takes_the_newest_intact_checkpoint_whatever_last_checkpoint_names(tmp_path):
+    """A kill after iter_4.pth is written but before last_checkpoint is updated: the stock CheckpointHook has already
+    deleted the iter_2.pth that last_checkpoint still names."""
+    from mmfusion.compat import resume_checkpoint
+    tiny_runner(tmp_path, max_iters=4).train()
+    os.remove(tmp_path / 'iter_2.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    with pytest.warns(UserWarning, match=f'names {tmp_path}/iter_2.pth, but that file does not exist .*; resuming '
+                      f'from {tmp_path}/iter_4.pth, the newest intact checkpoint'):
+        assert resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_4.pth')
+    # Killed between the two writes with the checkpoint kept: last_checkpoint names the older one.
+    tiny_runner(tmp_path / 'b', max_iters=4).train()
+    (tmp_path / 'b' / 'last_checkpoint').write_text(str(tmp_path / 'b' / 'iter_2.pth'))
+    with pytest.warns(UserWarning, match='but a newer one is beside it'):
+        assert resume_checkpoint(str(tmp_path / 'b')) == str(tmp_path / 'b' / 'iter_4.pth')
+    assert resume_checkpoint(str(tmp_path / 'empty')) is None  # nothing there: a fresh run
 
 
 def test_explicit_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
@@ -193,20 +211,32 @@ def test_explicit_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
     assert msg.startswith(f'cannot resume from {path}: it is truncated or corrupt') and '\n' not in msg
 
 
-def test_empty_last_checkpoint_is_refused_in_one_line(tmp_path):
+def test_empty_last_checkpoint_resumes_from_the_newest_intact_checkpoint(tmp_path):
     tiny_runner(tmp_path, max_iters=2).train()
     (tmp_path / 'last_checkpoint').write_text('')
+    resumed = tiny_runner(tmp_path, max_iters=3, resume=True)
+    resumed.train()
+    assert resumed.iter == 3
+    log = open(osp.join(resumed.log_dir, f'{resumed.timestamp}.log')).read()
+    assert f'{tmp_path}/last_checkpoint is empty (the run was stopped while writing it); resuming from ' \
+        f'{tmp_path}/iter_2.pth' in log
+
+
+def test_no_intact_checkpoint_is_refused_in_one_line(tmp_path):
+    tiny_runner(tmp_path, max_iters=2).train()
+    _truncate(tmp_path / 'iter_2.pth')
     with pytest.raises(CorruptCheckpointError) as info:
         tiny_runner(tmp_path, max_iters=3, resume=True).train()
     msg = str(info.value)
-    assert msg.startswith(f'{tmp_path}/last_checkpoint is empty') and '\n' not in msg
+    assert msg.startswith(f'no intact checkpoint in {tmp_path}: {tmp_path}/iter_2.pth is truncated or corrupt') \
+        and '\n' not in msg
 
 
 def test_flexible_runner_resume_is_checked_too(tmp_path):
     from mmengine.runner import FlexibleRunner
     tiny_runner(tmp_path, max_iters=2).train()
-    (tmp_path / 'last_checkpoint').write_text('')
-    with pytest.raises(CorruptCheckpointError, match='last_checkpoint is empty'):
+    _truncate(tmp_path / 'iter_2.pth')
+    with pytest.raises(CorruptCheckpointError, match='no intact checkpoint in'):
         tiny_runner(tmp_path, max_iters=3, runner_cls=FlexibleRunner, resume=True).train()
 
 

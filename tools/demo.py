@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from mmfusion.apis.runner_utils import add_debug_arg, run_tool
 from mmfusion.utils.errors import UserError
@@ -191,25 +192,7 @@ def _main(argv) -> dict:
         f.write('# The encoders this demo run profiles and fuses (written by tools/demo.py).\n')
         f.write(''.join(f'{name} = {cfg!r}\n' for name, cfg in encoders.items()))
     base_dump = osp.join(out, 'demo_config.py')
-    cfg = demo_cfg
-    scef_every = max(1, iters // 2)
-    cfg.merge_from_dict(_parse_opts([
-        f'data_root={data_root}/', f'train_dataloader.dataset.data_root={data_root}/',
-        f'val_dataloader.dataset.data_root={data_root}/', f'test_dataloader.dataset.data_root={data_root}/',
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}', f'train_cfg.val_begin={iters + 1}',
-        f'default_hooks.checkpoint.interval={iters}', f'custom_hooks.0.interval={scef_every}']))
-    cfg.param_scheduler[-1].end = iters
-    cfg.param_scheduler[0].end = cfg.param_scheduler[-1].begin = min(cfg.warmup_iters, max(1, iters // 2))
-    if smoke:
-        cfg.merge_from_dict(_parse_opts([
-            'model.decode_head.num_queries=10', 'model.decode_head.transformer_decoder.num_layers=1',
-            'model.decode_head.pixel_decoder.encoder.num_layers=1', 'model.decode_head.train_cfg.num_points=256',
-            f'model.data_preprocessor.size={size}']))
-        cfg.train_dataloader.dataset.pipeline[2].scale = size[::-1]
-        cfg.train_dataloader.dataset.pipeline[3].crop_size = size
-        for loader in ('val_dataloader', 'test_dataloader'):
-            cfg[loader].dataset.pipeline[1].scale = size[::-1]
-        cfg.custom_hooks[0].probe_size = size
+    cfg = run_config(demo_cfg, data_root, iters, smoke, encoders)
     cfg.dump(base_dump)
 
     # 2. profile + selection, emitted as the config that is trained
@@ -246,8 +229,8 @@ def _main(argv) -> dict:
     banner(f'4/6 training the selected fused model for {iters} iterations from those weights (tools/train.py, '
            f'{osp.relpath(fused, out)})')
     train_dir = osp.join(out, 'train')
-    run([py, osp.join(ROOT, 'tools', 'train.py'), fused, '--work-dir', train_dir, '--cfg-options',
-         f'load_from={ckpt0}'], osp.join(out, 'train.log'))
+    run([py, osp.join(ROOT, 'tools', 'train.py'), fused, '--work-dir', train_dir, '--load-from', ckpt0],
+        osp.join(out, 'train.log'))
     ckpt = osp.join(train_dir, f'iter_{iters}.pth')
 
     # 5. evaluate + overlays
@@ -280,6 +263,50 @@ def _main(argv) -> dict:
     print(json.dumps(dict(selection=selection, untrained=untrained, trained=metrics), indent=2))
     print(f'report: {out}/README.md ({summary["seconds"]} s)')
     return summary
+
+
+def run_config(demo_cfg, data_root: str, iters: int, smoke: bool, encoders: Optional[dict] = None):
+    """The demo config with this run's data, length and sizes (what the profiler's --base-config and the tools
+    read). In smoke mode the toy sizes, and the toy encoders fused the paper's way (DINOv3 master, SAM2 auxiliary;
+    the profiler's emitted config then sets its own selection), so that the config trains as it is.
+
+    Args:
+        demo_cfg (Config): ``configs/demo/mask2former_d3s2_synthetic_semantic_demo.py``, read (changed in place).
+        data_root (str): The synthetic scenes.
+        iters (int): Training iterations.
+        smoke (bool): Toy sizes.
+        encoders (dict, optional): :func:`encoder_configs` of this run (smoke: the toy encoders). Default: None.
+
+    Returns:
+        Config: ``demo_cfg``.
+    """
+    cfg = demo_cfg
+    scef_every = max(1, iters // 2)
+    size = (64, 128)
+    # Values, not option strings: DictAction's parser drops spaces and splits at commas (paths such as "démo out").
+    cfg.merge_from_dict({
+        'data_root': f'{data_root}/', 'train_dataloader.dataset.data_root': f'{data_root}/',
+        'val_dataloader.dataset.data_root': f'{data_root}/', 'test_dataloader.dataset.data_root': f'{data_root}/',
+        'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters, 'train_cfg.val_begin': iters + 1,
+        'default_hooks.checkpoint.interval': iters, 'custom_hooks.0.interval': scef_every})
+    cfg.param_scheduler[-1].end = iters
+    cfg.param_scheduler[0].end = cfg.param_scheduler[-1].begin = min(cfg.warmup_iters, max(1, iters // 2))
+    if smoke:
+        cfg.merge_from_dict(_parse_opts([
+            'model.decode_head.num_queries=10', 'model.decode_head.transformer_decoder.num_layers=1',
+            'model.decode_head.pixel_decoder.encoder.num_layers=1', 'model.decode_head.train_cfg.num_points=256',
+            f'model.data_preprocessor.size={size}']))
+        cfg.train_dataloader.dataset.pipeline[2].scale = size[::-1]
+        cfg.train_dataloader.dataset.pipeline[3].crop_size = size
+        for loader in ('val_dataloader', 'test_dataloader'):
+            cfg[loader].dataset.pipeline[1].scale = size[::-1]
+        cfg.custom_hooks[0].probe_size = size
+        if encoders is not None:
+            cfg.model.backbone.master = dict(encoders['dinov3'])
+            cfg.model.backbone.auxiliary = dict(encoders['sam2'])
+            width = encoders['dinov3']['arch']['hidden_size']  # the parameter-free pyramid: hidden size everywhere
+            cfg.model.decode_head.in_channels = [width] * 4
+    return cfg
 
 
 def save_initial_weights(config: str, work_dir: str) -> str:

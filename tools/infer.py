@@ -17,6 +17,7 @@ from mmfusion.apis.inference import DEFAULT_MAX_SIDE, VIDEO_EXTS, FusionInferenc
 from mmfusion.apis.runner_utils import add_debug_arg, run_tool
 from mmfusion.utils.errors import UserError
 from mmfusion.utils.fileio import claim_dir
+from mmfusion.utils.images import list_images
 
 
 def parse_args(argv=None):
@@ -50,7 +51,8 @@ def _main(argv):
         print(f'wrote {out} ({n} frames)')
         return dict(video=out, frames=n)
     result = infer(args.input, out_dir=args.out_dir)
-    done = len(result['predictions'])
+    # The images predicted (``predictions`` is per-image lists for mmdet but a dict of arrays for one mmseg image).
+    done = (len(list_images(args.input)) if osp.isdir(args.input) else 1) - len(result['skipped'])
     skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
     print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped}')
     return result

@@ -41,7 +41,7 @@ class _FitCheck:
 
     def _load_weights_to_model(self, model, checkpoint, cfg) -> None:
         if checkpoint is not None:
-            refuse_mismatch(model, checkpoint, self._source, self._config_name)
+            refuse_mismatch(model, checkpoint, self._source, self._config_name, model_cfg=cfg.get('model'))
         super()._load_weights_to_model(model, checkpoint, cfg)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
+import json
 import os
 import os.path as osp
 import sys
@@ -56,15 +58,42 @@ def run_tool(main: Callable[[Optional[list]], Any], argv: Optional[Sequence[str]
     Returns:
         Whatever ``main`` returns.
     """
+    from mmfusion.utils import fileio
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv or os.environ.get(DEBUG_ENV, '0') not in ('', '0')
+    created = len(fileio.CREATED_DIRS)
     try:
         return main(argv)
     except user_error_types() as e:
+        _remove_unused_dirs(fileio.CREATED_DIRS[created:])
         if debug:
             raise
         print(f'{prog + ": " if prog else ""}error: {one_line(e)}', file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or debug:
+            raise
+        where = f' while writing {e.filename}' if e.filename else ''
+        print(f'{prog + ": " if prog else ""}error: no space left on the disk{where}; free space and run the '
+              'command again (a training continues from its last checkpoint with --resume)', file=sys.stderr,
+              flush=True)
+        raise SystemExit(2) from None
+
+
+def _remove_unused_dirs(folders: Sequence[str]) -> None:
+    """Output folders a failed tool created and wrote nothing into (only its marker, or the work dir's lock) go."""
+    from mmfusion.engine.work_dir_lock import release_work_dir
+    from mmfusion.utils.fileio import MARKER_PREFIX
+    release_work_dir()
+    for folder in reversed(folders):
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        if all(e.startswith(MARKER_PREFIX) for e in entries):
+            for e in entries:
+                os.remove(osp.join(folder, e))
+            os.rmdir(folder)
 
 
 @contextlib.contextmanager
@@ -235,7 +264,8 @@ def enable_amp(cfg: Config) -> None:
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``--resume`` alone resumes from the latest checkpoint in the work dir; ``--resume PATH`` from PATH."""
+    """``--resume`` alone resumes from the newest intact checkpoint in the work dir (chosen before the Runner is
+    built, see :func:`check_checkpoint`); ``--resume PATH`` from PATH."""
     if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -245,6 +275,20 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
                             '--resume alone for the latest one in the work dir')
         cfg.resume = True
         cfg.load_from = resume
+
+
+def set_load_from(cfg: Config, load_from: Optional[str], partial: bool) -> None:
+    """``--load-from PATH`` (a path taken as it is: ``--cfg-options`` splits values at spaces and commas) and
+    ``--partial-load`` (a fine-tuning load that may leave weights out)."""
+    if load_from is not None:
+        if not osp.isfile(load_from):
+            raise UserError(f'--load-from {load_from}: no such checkpoint; pass an existing .pth')
+        cfg.load_from = load_from
+    if partial:
+        if not cfg.get('load_from') or cfg.get('resume'):
+            raise UserError('--partial-load applies to a fine-tuning load_from only (a resume is always exact); pass '
+                            '--load-from CKPT with it, or drop it')
+        cfg.partial_load = True
 
 
 def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str], wait_time: float = 2.0) -> None:
@@ -262,6 +306,8 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str], wait_
             if osp.isabs(show_dir):
                 claim_dir(show_dir, 'show-dir', '--show-dir')
         else:
+            if not osp.isabs(show_dir):  # as mmdet does: a relative --show-dir lives in the work dir
+                show_dir = osp.join(cfg.work_dir, show_dir)
             claim_dir(show_dir, 'show-dir', '--show-dir')
             cfg.visualizer['save_dir'] = show_dir
             hook['interval'] = 1  # mmseg draws every 50th image by default; --show-dir means every test image
@@ -375,6 +421,7 @@ _METRIC_OUTPUT_DIRS = {'CityScapesMetric': 'outfile_prefix', 'CityscapesMetric':
 def claim_metric_outputs(cfg: Config, mode: str) -> None:
     """Claim the folders of metrics that clear them (mmdet's ``CityScapesMetric`` deletes ``outfile_prefix/results``,
     mmseg's ``CityscapesMetric`` its ``output_dir``) as tool outputs, so a folder of the user's is refused instead.
+    A relative one is resolved under the work dir (the config's path, not the current directory's).
 
     Raises:
         UserError: such a folder exists, is not empty, and no mmfusion tool made it.
@@ -382,7 +429,266 @@ def claim_metric_outputs(cfg: Config, mode: str) -> None:
     for where, metric in _evaluator_items(cfg, mode):
         key = _METRIC_OUTPUT_DIRS.get(str(metric.get('type', '')).split('.')[-1])
         if key and metric.get(key):
-            claim_dir(osp.expanduser(metric[key]), 'metric-output', f'--cfg-options {where}.{key}')
+            path = osp.expanduser(metric[key])
+            if not osp.isabs(path):  # a relative output of a config lives in the run's work dir, not the cwd
+                path = metric[key] = osp.normpath(osp.join(cfg.work_dir, path))
+            claim_dir(path, 'metric-output', f'--cfg-options {where}.{key}')
+
+
+# --- checkpoints and the model, before the Runner is built ------------------------------------------------------
+
+
+class _StderrLog:
+    """A logger stand-in for :func:`mmfusion.compat.resume_checkpoint`: its warning is one line on stderr."""
+
+    @staticmethod
+    def warning(msg: str) -> None:
+        print(f'warning: {msg}', file=sys.stderr, flush=True)
+
+
+def planned_checkpoint(cfg: Config, mode: str) -> Optional[str]:
+    """The checkpoint the Runner will load: ``load_from`` (test; training from it or resuming from it), or for
+    ``--resume`` alone the newest intact checkpoint of the work dir, which is then set as ``load_from`` so that the
+    Runner resumes exactly the file checked here. A resume in a work dir without checkpoints says so and starts
+    from iteration 0.
+
+    Raises:
+        CorruptCheckpointError: checkpoints exist in the work dir but none is intact.
+    """
+    if mode == 'train' and cfg.get('resume') and not cfg.get('load_from'):
+        from mmfusion.compat import resume_checkpoint
+        found = resume_checkpoint(cfg.work_dir, _StderrLog)
+        if found is None:
+            print(f'note: no checkpoint in {cfg.work_dir}, starting from iteration 0', file=sys.stderr, flush=True)
+            cfg.resume = False
+            return None
+        cfg.load_from = found
+    return cfg.get('load_from') or None
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter a module registers moves to the meta device at once (its initialisation then costs nothing).
+
+    Unlike ``torch.device('meta')``, other tensors stay real: constructors that read values (e.g. SAM2's Hiera takes
+    ``.item()`` of a ``linspace`` for its drop-path rates) still run.
+    """
+    from torch import nn
+    stock = nn.Module.register_parameter
+
+    def register_parameter(module, name, param):
+        stock(module, name, param)
+        if param is not None and not param.is_meta:
+            module._parameters[name] = type(param)(param.to('meta'), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_parameter
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = stock
+
+
+def build_meta_model(cfg: Config):
+    """The config's model built on the meta device (no memory, no weights: names and shapes only); None when it
+    cannot be built there (the Runner then builds it and the checks run in its hooks).
+
+    Raises:
+        UserError: an unknown type or argument in the model config (see :func:`config_errors`).
+    """
+    from mmengine.registry import MODELS, DefaultScope
+    try:
+        with config_errors(cfg.filename or 'the config'), DefaultScope.overwrite_default_scope(
+                cfg.get('default_scope')), _parameters_on_meta():
+            return MODELS.build(cfg.model)
+    except UserError:  # an unknown type or argument: said now, not after the Runner's start-up log
+        raise
+    except Exception:  # noqa: BLE001  (e.g. a module that cannot live on the meta device: the Runner builds it)
+        return None
+
+
+def check_pretrained(model) -> None:
+    """Every pretrained file an encoder will read in ``init_weights`` exists (its own message says how to get it).
+
+    Raises:
+        FileNotFoundError: the first missing one.
+    """
+    from mmfusion.models.backbones.checkpoint_io import resolve_checkpoint
+    for module in model.modules():
+        path = getattr(module, 'checkpoint', None)
+        how = getattr(module, '_how_to_get', None)
+        if isinstance(path, str) and callable(how) and hasattr(module, 'load_checkpoint'):
+            resolve_checkpoint(path, how())
+
+
+def read_checkpoint(path: str) -> dict:
+    """A local checkpoint for the pre-flight check: integrity first (zip directory and CRCs), then loaded
+    weights-only and memory-mapped (names and shapes are read, the weights stay on disk).
+
+    Raises:
+        UserError: the file is truncated, corrupt or not a checkpoint; UnsafeCheckpointError: it pickles objects
+            weight-only loading refuses.
+    """
+    import pickle
+
+    import torch
+
+    from mmfusion.compat import _explain_unpickling_error, checkpoint_problem
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UserError(f'checkpoint {path} {problem}; pass an intact checkpoint (for --resume, e.g. an earlier '
+                        'one)')
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _explain_unpickling_error(path, err) from err
+    except Exception as err:
+        raise UserError(f'checkpoint {path} cannot be read ({type(err).__name__}: {one_line(err)}); pass a .pth '
+                        'written by tools/train.py') from err
+
+
+def check_checkpoint(cfg: Config, mode: str, model=None) -> list:
+    """Check the checkpoint the run will load (see :func:`planned_checkpoint`) before the Runner is built, so that
+    a truncated or corrupt file, or one that does not fit the model, is said in one line within seconds instead of
+    after MMEngine's start-up log.
+
+    Args:
+        cfg (Config): The run's config.
+        mode (str): ``'train'`` or ``'test'``.
+        model (nn.Module, optional): The model built on the meta device (:func:`build_meta_model`).
+
+    Returns:
+        list[str]: The checkpoints compared with the model here (the Runner's hook does not repeat them).
+    """
+    from mmfusion.apis.checkpoint_fit import refuse_mismatch
+    path = planned_checkpoint(cfg, mode)
+    if not path or '://' in str(path) or osp.isdir(path):
+        return []  # remote files and sharded folders are checked by the Runner's hook and strategy
+    checkpoint = read_checkpoint(path)
+    if model is None:
+        return []
+    partial = mode == 'train' and not cfg.get('resume') and bool(cfg.get('partial_load'))
+    refuse_mismatch(model, checkpoint, path, cfg.filename or 'the config', partial=partial, model_cfg=cfg.model)
+    return [path]
+
+
+def _encoder_id(cfg: Any) -> str:
+    if not isinstance(cfg, Mapping):
+        return repr(cfg)
+    arch = cfg.get('arch')
+    arch = arch if isinstance(arch, str) else ('a custom arch' if arch else 'default arch')
+    return f'{cfg.get("type")} {arch}'
+
+
+def _same_encoder(a: Any, b: Any) -> bool:
+    """Same type and arch (checkpoint paths and pyramid options may differ between a profile and a model)."""
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        return False
+    def norm(v):
+        return json.dumps(v.to_dict() if hasattr(v, 'to_dict') else v, sort_keys=True, default=str)
+
+    return (str(a.get('type')).split('.')[-1] == str(b.get('type')).split('.')[-1]
+            and norm(a.get('arch')) == norm(b.get('arch')))
+
+
+def _master_strides(master_cfg: Mapping) -> Optional[tuple]:
+    """The strides the master encoder offers (built on the meta device), or None when it cannot be built."""
+    from mmengine.registry import MODELS
+    try:
+        with _parameters_on_meta():
+            master = MODELS.build(dict(master_cfg))
+    except Exception:  # noqa: BLE001  (the model's own build reports it)
+        return None
+    strides = getattr(master, 'out_strides', None) or getattr(master, 'strides', None)
+    return tuple(int(s) for s in strides) if strides else None
+
+
+def check_backbone(cfg: Config) -> None:
+    """The fused backbone's ``inject_stride`` before anything is built: a stride the master does not offer, or
+    ``'auto'`` without a profile or with a profile of other encoders, said in one line naming the key.
+
+    Raises:
+        UserError: the first problem.
+    """
+    backbone = cfg.get('model', {}).get('backbone')
+    if not isinstance(backbone, Mapping) or not str(backbone.get('type', '')).endswith('MasterAuxBackbone'):
+        return
+    inject, profile = backbone.get('inject_stride', 16), backbone.get('profile')
+    master, aux = backbone.get('master'), backbone.get('auxiliary')
+    if inject == 'auto':
+        if not profile:
+            raise UserError("model.backbone.inject_stride='auto' reads s* from a profile, and model.backbone.profile "
+                            'is not set; pass --cfg-options model.backbone.profile=PATH (a profile.json of '
+                            'tools/analysis/profile_vfm.py) or an int inject_stride')
+        if not osp.isfile(profile):
+            raise UserError(f'model.backbone.profile {profile}: no such file; pass the profile.json written by '
+                            'tools/analysis/profile_vfm.py')
+        with open(profile) as f:
+            try:
+                doc = json.load(f)
+            except ValueError as e:
+                raise UserError(f'model.backbone.profile {profile} is not a JSON profile ({e}); pass the '
+                                'profile.json written by tools/analysis/profile_vfm.py') from e
+        sel = doc.get('selection') or {}
+        specs = (doc.get('meta') or {}).get('encoders') or {}
+        p_master, p_aux = specs.get(sel.get('master')), specs.get(sel.get('auxiliary'))
+        if p_master is not None and p_aux is not None and not isinstance(aux, (list, tuple)) and \
+                not (_same_encoder(p_master, master) and _same_encoder(p_aux, aux)):
+            raise UserError(
+                f"model.backbone.inject_stride='auto' with profile {profile}: it profiles master "
+                f"{sel.get('master')} ({_encoder_id(p_master)}) and auxiliary {sel.get('auxiliary')} "
+                f'({_encoder_id(p_aux)}), but this model fuses master {_encoder_id(master)} and auxiliary '
+                f'{_encoder_id(aux)}; profile this model\'s encoders with tools/analysis/profile_vfm.py, or set '
+                'model.backbone.inject_stride to a stride')
+        inject = sel.get('inject_stride', inject)
+    flat = []
+    for item in (inject if isinstance(inject, (list, tuple)) else [inject]):
+        flat += list(item) if isinstance(item, (list, tuple)) else [item]
+    if not flat or any(not isinstance(s, int) or isinstance(s, bool) for s in flat):
+        return  # the backbone's own check words other malformed values
+    strides = _master_strides(master) if isinstance(master, Mapping) else None
+    wrong = [s for s in flat if strides is not None and s not in strides]
+    if wrong:
+        raise UserError(f'model.backbone.inject_stride={inject!r}: {", ".join(map(str, wrong))} is not a stride '
+                        f'the master ({_encoder_id(master)}) offers; use one of {list(strides)}')
+
+
+def check_hooks(cfg: Config, mode: str) -> None:
+    """SCEFHook's probe folder (missing or without images: one line) and an interval no probe reaches (a note),
+    before the Runner is built."""
+    if mode != 'train':
+        return
+    max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    for i, hook in enumerate(cfg.get('custom_hooks') or []):
+        if not isinstance(hook, Mapping) or not str(hook.get('type', '')).endswith('SCEFHook'):
+            continue
+        folder = hook.get('probe_images')
+        if folder is not None:
+            from mmfusion.utils.images import list_images
+            if not osp.isdir(folder):
+                raise UserError(f'custom_hooks.{i}.probe_images {folder}: no such folder; pass a folder of images '
+                                'for SCEFHook, or drop probe_images to probe the validation images')
+            try:
+                list_images(folder, 1)
+            except FileNotFoundError as e:
+                raise UserError(f'custom_hooks.{i}.probe_images {folder} holds no image ({one_line(e)}); put the '
+                                'probe images there, or drop probe_images to probe the validation images') from e
+        interval = hook.get('interval', 1000)
+        if isinstance(max_iters, int) and isinstance(interval, int) and interval > max_iters:
+            only = ('only the iteration-0 probe will run' if hook.get('before_train', True) else
+                    'no probe will run')
+            print(f'note: custom_hooks.{i} (SCEFHook) interval={interval} is larger than train_cfg.max_iters='
+                  f'{max_iters}: {only}', file=sys.stderr, flush=True)
+
+
+def use_safe_checkpoint_hook(cfg: Config) -> None:
+    """MMEngine's stock CheckpointHook deletes the checkpoint rotation drops before writing the new one; the
+    tools use :class:`mmfusion.engine.hooks.SafeCheckpointHook` (write, update ``last_checkpoint``, then delete)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if isinstance(hook, Mapping) and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hook['type'] = 'mmfusion.SafeCheckpointHook'
 
 
 # --- building ---------------------------------------------------------------------------------------------------
@@ -395,14 +701,15 @@ def build_runner(cfg: Config, mode: str = 'train'):
 
     Args:
         cfg (Config): A config from :func:`load_config`.
-        mode (str): ``'train'`` or ``'test'``: which data :func:`check_data` checks; a test run, or a resumed
-            training, refuses a checkpoint that does not fit the model (training from ``load_from`` gets a note).
-            Default: ``'train'``.
+        mode (str): ``'train'`` or ``'test'``: which data :func:`check_data` checks. Every checkpoint loaded must
+            fit the model exactly (:mod:`mmfusion.apis.checkpoint_fit`), except a fine-tuning ``load_from`` with
+            ``partial_load=True``. Training takes the work dir's lock (one run per work dir). Default: ``'train'``.
     """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from mmfusion.apis.checkpoint_fit import CheckpointFitHook
+    from mmfusion.utils.normalisation import check_runner_normalisation
     if mode not in ('train', 'test'):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     config = cfg.filename or 'the config'
@@ -411,9 +718,21 @@ def build_runner(cfg: Config, mode: str = 'train'):
         raise UserError(f'{config}: optim_wrapper.type is AmpOptimWrapper, which needs a GPU, and none is visible; '
                         'pass --cfg-options optim_wrapper.type=OptimWrapper to train in float32 on the CPU')
     check_data(cfg, mode)
-    claim_dir(cfg.work_dir, 'work-dir', '--work-dir')
+    check_backbone(cfg)
+    claim_dir(cfg.work_dir, 'work-dir', '--work-dir')  # removed again if the run fails before writing into it
+    if mode == 'train':
+        from mmfusion.engine.work_dir_lock import lock_work_dir
+        lock_work_dir(cfg.work_dir)
+    model = build_meta_model(cfg)
+    if model is not None and mode == 'train':
+        check_pretrained(model)
+    checked = check_checkpoint(cfg, mode, model)
+    check_hooks(cfg, mode)
+    use_safe_checkpoint_hook(cfg)
     claim_metric_outputs(cfg, mode)
     with config_errors(config):
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.register_hook(CheckpointFitHook(config, strict=mode == 'test' or bool(cfg.get('resume'))))
+    check_runner_normalisation(runner)  # the data preprocessor gives every encoder the input it expects
+    partial = mode == 'train' and not cfg.get('resume') and bool(cfg.get('partial_load'))
+    runner.register_hook(CheckpointFitHook(config, partial=partial, model_cfg=cfg.model, checked=checked))
     return runner

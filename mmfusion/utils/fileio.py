@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 MARKER_PREFIX = '.mmfusion-'
+# Folders claim_dir created in this process, in order (a tool that then fails removes those it left empty).
+CREATED_DIRS: list = []
 
 
 def marker_path(folder: str, kind: str) -> str:
@@ -67,6 +69,8 @@ def claim_dir(folder: str, kind: str, flag: str, create: bool = True) -> str:
                             f'in it) and it is not empty; pass {flag} a new or empty folder (nothing was changed)')
     if not create:
         return folder
+    if not osp.isdir(folder):
+        CREATED_DIRS.append(folder)
     os.makedirs(folder, exist_ok=True)
     mark_dir(folder, kind)
     return folder

@@ -4,6 +4,7 @@ user's files untouched. The cases are the rows of docs/bad_inputs.md.
 The tools run in-process through their ``main(argv)`` (the same ``run_tool`` guard as on the command line); two
 cases run through a real interpreter to check what a shell sees.
 """
+import json
 import logging
 import os
 import os.path as osp
@@ -26,7 +27,7 @@ TOOLS = {
     'train': 'tools/train.py', 'test': 'tools/test.py', 'infer': 'tools/infer.py', 'demo': 'tools/demo.py',
     'cityscapes': 'tools/dataset_converters/cityscapes.py', 'kitti360': 'tools/dataset_converters/kitti360.py',
     'make_synthetic': 'tools/dataset_converters/make_synthetic_cityscapes.py',
-    'profile_vfm': 'tools/analysis/profile_vfm.py',
+    'profile_vfm': 'tools/analysis/profile_vfm.py', 'resave': 'tools/misc/resave_checkpoint.py',
 }
 
 
@@ -63,6 +64,12 @@ def env(tmp_path_factory):
     root = str(base / 'cityscapes')
     generate_synthetic_cityscapes(root, num_train=2, num_val=1, height=64, width=128, seed=5, panoptic=False)
     cfg = tiny_flagship(root, str(base / 'tiny.py'))
+    tiny = Config.fromfile(cfg)
+    if tiny.optim_wrapper.get('type') == 'AmpOptimWrapper':  # the paper's AMP recipe needs a GPU: float32 here
+        tiny.optim_wrapper.type = 'OptimWrapper'
+        tiny.optim_wrapper.pop('loss_scale', None)
+        tiny.optim_wrapper.pop('dtype', None)
+        tiny.dump(cfg)
     register_all_modules()
     meta = dict(dataset_meta=dict(classes=('person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
                                            'bicycle')))
@@ -73,6 +80,20 @@ def env(tmp_path_factory):
             model_cfg.panoptic_head.num_queries = queries
         ckpts[name] = str(base / f'{name}.pth')
         torch.save(dict(state_dict=MODELS.build(model_cfg).state_dict(), meta=meta), ckpts[name])
+    own = torch.load(ckpts['own'], map_location='cpu')
+    # lacking one weight; as MMEngine writes it (the config in meta.cfg: align='mean_pad'); truncated; not a zip
+    lacking = dict(own, state_dict={k: v for k, v in own['state_dict'].items()
+                                    if k != 'panoptic_head.query_feat.weight'})
+    torch.save(lacking, base / 'lacking.pth')
+    torch.save(dict(own, meta=dict(meta, cfg=Config.fromfile(cfg).pretty_text)), base / 'meanpad.pth')
+    data = open(ckpts['own'], 'rb').read()
+    (base / 'truncated.pth').write_bytes(data[:len(data) // 2])
+    # a profile of other encoders (ViT-B/16 + Hiera-B+) than the tiny model's
+    _write(str(base / 'profile.json'), json.dumps(dict(
+        encoders={}, selection=dict(master='dinov3', auxiliary='sam2', inject_stride=16),
+        meta=dict(encoders=dict(dinov3=dict(type='mmfusion.DINOv3ViT', arch='vitb16'),
+                                sam2=dict(type='mmfusion.SAM2Hiera', arch='base_plus'))))))
+    (base / 'no_probes').mkdir()
     images = base / 'images'
     images.mkdir()
     _image(images / 'good.png')
@@ -151,7 +172,57 @@ CASES = [
      lambda e, t: [e.cfg, '--work-dir', _user_folder(f'{t}/mine', 'thesis.tex')],
      ['--work-dir ', 'mine is a folder that mmfusion did not create', 'pass --work-dir a new or empty folder'],
      ['mine/thesis.tex'], None),
+    ('train-resume-lacking-a-weight', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--resume', f'{e.base}/lacking.pth'],
+     ['lacking.pth does not fit the model of ', "1 of the model's ", ' weights are missing from it '
+      '(panoptic_head.query_feat.weight); likely cause: '], [], None),
+    ('train-load-from-lacking-a-weight', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--load-from', f'{e.base}/lacking.pth'],
+     ['lacking.pth does not fit the model of ', '(panoptic_head.query_feat.weight)',
+      'for a fine-tuning load_from that is meant to be partial: tools/train.py --partial-load'], [], None),
+    ('train-resume-truncated', 'train', lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--resume',
+                                                      f'{e.base}/truncated.pth'],
+     ['checkpoint ', 'truncated.pth is truncated or corrupt', 'pass an intact checkpoint'], [], None),
+    ('train-load-from-truncated', 'train', lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--load-from',
+                                                         f'{e.base}/truncated.pth'],
+     ['checkpoint ', 'truncated.pth is truncated or corrupt'], [], None),
+    ('train-load-from-missing', 'train', lambda e, t: [e.cfg, '--load-from', f'{t}/none.pth'],
+     ['--load-from ', 'none.pth: no such checkpoint'], [], None),
+    ('train-partial-load-without-load-from', 'train', lambda e, t: [e.cfg, '--partial-load'],
+     ['--partial-load applies to a fine-tuning load_from only'], [], None),
+    ('train-pretrained-missing', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', f'model.backbone.master.checkpoint={t}/dino.pth'],
+     ["Checkpoint '", "dino.pth' not found"], [], None),
+    ('train-inject-stride-not-offered', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', 'model.backbone.inject_stride=3'],
+     ['model.backbone.inject_stride=3: 3 is not a stride the master (mmfusion.DINOv3ViT a custom arch) offers; '
+      'use one of [4, 8, 16, 32]'], [], None),
+    ('train-inject-auto-without-profile', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', 'model.backbone.inject_stride=auto'],
+     ["model.backbone.inject_stride='auto' reads s* from a profile, and model.backbone.profile is not set"], [], None),
+    ('train-inject-auto-profile-of-other-encoders', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', 'model.backbone.inject_stride=auto',
+                   f'model.backbone.profile={e.base}/profile.json'],
+     ['profiles master dinov3 (mmfusion.DINOv3ViT vitb16) and auxiliary sam2 (mmfusion.SAM2Hiera base_plus), but '
+      'this model fuses master mmfusion.DINOv3ViT a custom arch and auxiliary mmfusion.SAM2Hiera a custom arch'],
+     [], None),
+    ('train-scef-probe-folder-missing', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', f'custom_hooks.0.probe_images={t}/probes'],
+     ['custom_hooks.0.probe_images ', 'probes: no such folder'], [], None),
+    ('train-scef-probe-folder-empty', 'train',
+     lambda e, t: [e.cfg, '--work-dir', f'{t}/w', '--cfg-options', f'custom_hooks.0.probe_images={e.base}/no_probes'],
+     ['custom_hooks.0.probe_images ', 'no_probes holds no image'], [], None),
     # --- tools/test.py
+    ('test-checkpoint-lacking-a-weight', 'test', lambda e, t: [e.cfg, f'{e.base}/lacking.pth', '--work-dir', f'{t}/w'],
+     ['lacking.pth does not fit the model of ', "1 of the model's ", 'weights are missing from it '
+      '(panoptic_head.query_feat.weight)'], [], None),
+    ('test-checkpoint-with-another-align', 'test',
+     lambda e, t: [e.cfg, f'{e.base}/meanpad.pth', '--work-dir', f'{t}/w', '--cfg-options',
+                   'model.backbone.align=conv'],
+     ['meanpad.pth does not fit the model of ', 'weights are missing from it (backbone.',
+      "likely cause: model.backbone.align is 'conv' here but 'mean_pad' in the checkpoint's config"], [], None),
+    ('test-truncated-checkpoint', 'test', lambda e, t: [e.cfg, f'{e.base}/truncated.pth', '--work-dir', f'{t}/w'],
+     ['checkpoint ', 'truncated.pth is truncated or corrupt'], [], None),
     ('test-missing-checkpoint', 'test', lambda e, t: [e.cfg, f'{t}/none.pth'],
      ['checkpoint not found: ', 'none.pth; pass the .pth written by tools/train.py'], [], None),
     ('test-checkpoint-of-another-config', 'test', lambda e, t: [e.cfg, e.other, '--work-dir', f'{t}/w'],
@@ -181,6 +252,9 @@ CASES = [
      ['checkpoint not found: '], [], None),
     ('infer-checkpoint-of-another-config', 'infer', lambda e, t: [e.cfg, e.other, e.images, '--out-dir', f'{t}/o'],
      ['does not fit the model of ', 'this checkpoint was not trained with this config'], [], None),
+    ('infer-checkpoint-lacking-a-weight', 'infer',
+     lambda e, t: [e.cfg, f'{e.base}/lacking.pth', e.images, '--out-dir', f'{t}/o'],
+     ["1 of the model's ", 'weights are missing from it (panoptic_head.query_feat.weight)'], [], None),
     ('infer-empty-image', 'infer', lambda e, t: [e.cfg, e.own, f'{e.base}/empty.png', '--out-dir', f'{t}/o'],
      ['cannot read image ', 'empty.png: the file is empty (0 bytes); replace or remove it'], [], None),
     ('infer-corrupt-image', 'infer', lambda e, t: [e.cfg, e.own, f'{e.base}/corrupt.jpg', '--out-dir', f'{t}/o'],
@@ -224,7 +298,15 @@ CASES = [
     ('profile-missing-images', 'profile_vfm',
      lambda e, t: ['--images', f'{t}/none', '--encoder', 'a=X', '--out-dir', f'{t}/p'],
      ['image folder not found: ', 'pass an existing folder to --images'], [], None),
+    ('profile-size-zero', 'profile_vfm',
+     lambda e, t: ['--images', e.images, '--size', '0', '0', '--encoder', 'a=X', '--out-dir', f'{t}/p'],
+     ['--size 0 0 is not a valid image size (H W, in pixels); pass two positive numbers'], [], None),
+    # --- tools/misc/resave_checkpoint.py (pytest's stdin is no terminal, as in a batch job)
+    ('resave-without-a-terminal', 'resave', lambda e, t: [e.own, '--out', f'{t}/safe.pth'],
+     ['there is no terminal to ask whether you trust it; if you do, pass --yes (nothing written)'], [], None),
 ]
+# Said before the Runner is built: no line of MMEngine's start-up log precedes the error.
+RUNNER_LOG = ('System environment', 'mmengine - INFO')
 
 
 @pytest.mark.parametrize('tool,argv,parts,survivors,setup', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -237,8 +319,11 @@ def test_bad_input_gives_one_line(env, tmp_path, capsys, monkeypatch, tool, argv
     with pytest.raises(SystemExit) as info:
         _tool(tool).main(args)
     assert info.value.code == 2
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert 'Traceback' not in err
+    assert not any(mark in captured.out + err for mark in RUNNER_LOG), captured.out[-2000:]
+    assert not osp.exists(osp.join(str(tmp_path), 'w')), 'a failed run left its work dir behind'
     errors = [line for line in err.splitlines() if 'error: ' in line]
     assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
     prefix = 'profile_vfm.py: error: ' if tool == 'profile_vfm' else 'error: '

@@ -233,6 +233,9 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', torch.cuda.current_device())
 
+    if min(args.size) < 1:  # before any image is read: a valid image must not be blamed for an invalid size
+        raise P.ProfileError(f'--size {args.size[0]} {args.size[1]} is not a valid image size (H W, in pixels)',
+                             'pass two positive numbers, e.g. --size 512 1024')
     if args.images:
         paths = P.list_images(args.images, args.num_images)
     else:
@@ -265,8 +268,8 @@ def run(args: argparse.Namespace) -> dict:
                           disable=not writer):
             batch = torch.stack(images[start:min(start + args.batch_size, share.stop)]).to(device)
             feats = P.extract_features(model, batch, strides)
-            if start == share.start:
-                P.check_map_sizes(name, feats, strides, args.size)  # before any metric scores a map as 0
+            if start == share.start:  # before any metric scores a map as 0
+                _check_map_sizes(name, feats, strides, args.size, configs)
             channels[name] = {s: int(f.shape[1]) for s, f in zip(strides, feats)}
             acc.update(feats, batch)
             for j in range(batch.shape[0] if writer else 0):  # pictures of rank 0's share only
@@ -304,6 +307,45 @@ def run(args: argparse.Namespace) -> dict:
         print(f'wrote {args.emit_config}')
     print(f'wrote {json_path}, profile.csv, profile.png and pca/ in {args.out_dir}')
     return dict(profiles=profiles, selection=selection)
+
+
+def size_for_strides(size, strides) -> tuple[int, int]:
+    """The smallest (H, W), no smaller than ``size`` and keeping which side is longer, at which every stride of
+    ``strides`` gives maps SC and EF can score (EF's 5x5 on both sides, two 8x8 SFC cells on the longer one)."""
+    from mmfusion.metrics.common import MIN_EF_SIDE
+    top = max(strides)
+    height, width = max(int(size[0]), MIN_EF_SIDE * top), max(int(size[1]), MIN_EF_SIDE * top)
+    if size[0] > size[1]:
+        height = max(height, 16 * top)
+    else:
+        width = max(width, 16 * top)
+    return height, width
+
+
+def _all_strides(configs: dict, known) -> set:
+    """Every stride the profile scores: each encoder's, read from it built on the meta device (no weights)."""
+    from mmfusion.apis import profiling as P
+    from mmfusion.apis.runner_utils import _parameters_on_meta
+    strides = set(known)
+    for name, cfg in configs.items():
+        try:
+            with _parameters_on_meta():
+                strides |= set(P.encoder_strides(P.build_encoder(name, cfg)))
+        except Exception:  # noqa: BLE001  (an encoder that cannot be built there: its strides are learnt when run)
+            continue
+    return strides
+
+
+def _check_map_sizes(name, feats, strides, size, configs) -> None:
+    """:func:`mmfusion.apis.profiling.check_map_sizes`, with a fix that works for every profiled stride at once
+    (a suggestion for the failing stride alone would fail at the next larger one)."""
+    from mmfusion.apis import profiling as P
+    try:
+        P.check_map_sizes(name, feats, strides, size)
+    except P.ProfileError as e:
+        need = size_for_strides(size, _all_strides(configs, strides))
+        raise P.ProfileError(str(e), f'use --size {need[0]} {need[1]} or larger (it fits every profiled stride), '
+                             'or profile fewer strides') from None
 
 
 def _recommendation(selection: dict, why: dict, plan: dict) -> str:

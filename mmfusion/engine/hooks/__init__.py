@@ -1,4 +1,5 @@
+from .checkpoint_hook import SafeCheckpointHook
 from .rng_state_hook import RNGStateHook
 from .scef_hook import SCEFHook
 
-__all__ = ['RNGStateHook', 'SCEFHook']
+__all__ = ['RNGStateHook', 'SCEFHook', 'SafeCheckpointHook']
