@@ -28,6 +28,7 @@ from mmfusion.apis.checkpoint_fit import refuse_mismatch
 from mmfusion.apis.runner_utils import check_cfg_options, read_config
 from mmfusion.utils.errors import UnreadableImageError, UserError, one_line
 from mmfusion.utils.images import check_image, fit_size, image_size, list_images, read_image
+from mmfusion.utils.normalisation import check_input_normalisation
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 DEFAULT_MAX_SIDE = 4096
@@ -113,6 +114,7 @@ class FusionInferencer:
         cls._source = checkpoint
         cls._config_name = config if isinstance(config, str) else (config.filename or 'the config')
         self._inferencer = cls(model=cfg, weights=checkpoint, device=device, scope=self.scope, **kwargs)
+        check_input_normalisation(self._inferencer.model)  # the data preprocessor gives the encoders their input
 
     def read_size(self, width: int, height: int) -> Optional[tuple[tuple[int, int], str]]:
         """``((w, h), why)`` to read an image of ``width`` x ``height`` at, or None to read it as it is."""

@@ -1,8 +1,8 @@
 """Reusable parts of the SC/EF encoder profiler (``tools/analysis/profile_vfm.py``) and of the SC/EF hook.
 
-Image loading, ImageNet normalisation, building and running an encoder, the PCA-RGB picture of a feature map, the
-SC/EF table and the SC/EF-vs-stride plot. The table and PCA-RGB helpers are plain numpy/torch; the encoder and
-dataset helpers import MMEngine when called.
+Image loading, the input normalisation (the configured model's data preprocessor's), building and running an
+encoder, the PCA-RGB picture of a feature map, the SC/EF table and the SC/EF-vs-stride plot. The table and PCA-RGB
+helpers are plain numpy/torch; the encoder and dataset helpers import MMEngine when called.
 """
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from torch import Tensor
 from mmfusion.metrics.cluster import pca_fit
 from mmfusion.metrics.profile import DEFAULT_STRIDES
 from mmfusion.utils import images as _images
-from mmfusion.utils.images import IMAGE_EXTS, normalize
+from mmfusion.utils.images import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD, normalize
+from mmfusion.utils.normalisation import (
+    IDENTITY,
+    IMAGENET,
+    Normalisation,
+    describe,
+    normalisation_mismatches,
+    renormalises,
+)
 
 CHECKPOINT_KEYS = ('checkpoint', 'pretrained', 'ckpt', 'ckpt_path', 'weights')
 
@@ -257,19 +265,79 @@ def encoder_strides(model) -> tuple[int, ...]:
     return tuple(int(s) for s in getattr(model, 'out_strides', DEFAULT_STRIDES))
 
 
+def config_normalisation(config: str | None) -> tuple[Normalisation, str]:
+    """The mean/std a model config's data preprocessor normalises with, and where they come from, for the profile:
+    the encoders are profiled on the input the configured model will train them on.
+
+    Args:
+        config (str, optional): A model config (the profiler's ``--base-config``). None: ImageNet's mean/std, which
+            every shipped config uses.
+
+    Returns:
+        tuple: ``((mean, std), source)``, 0-255 scale; a preprocessor without ``mean``/``std`` does not normalise
+        (``(0, 0, 0)``, ``(1, 1, 1)``).
+    """
+    if config is None:
+        return IMAGENET, "ImageNet's (no --base-config; every shipped config normalises so)"
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise ProfileError(f'base config not found: {config}', 'pass an existing file to --base-config')
+    try:
+        model = Config.fromfile(config).get('model') or {}
+    except Exception as e:
+        raise ProfileError(f'cannot read --base-config {config} ({type(e).__name__}: {e})') from None
+    pre = model.get('data_preprocessor')
+    if not pre:  # MMEngine's models then take a BaseDataPreprocessor, which hands the pixels on as they are
+        return IDENTITY, f'{config} sets no model.data_preprocessor, so its model does not normalise'
+    source = f'model.data_preprocessor of {config}'
+    if pre.get('mean') is None or pre.get('std') is None:
+        return IDENTITY, source + ' (no mean/std: it does not normalise)'
+    mean, std = [float(v) for v in pre['mean']], [float(v) for v in pre['std']]
+    if len(mean) != 3 or len(std) != 3:
+        raise ProfileError(f'model.data_preprocessor of {config} has mean {mean} std {std}; 3 values each (RGB) '
+                           'are needed to profile colour images')
+    return (tuple(mean), tuple(std)), source
+
+
+def check_encoder_normalisation(name: str, model, norm: Normalisation, source: str) -> None:
+    """Refuse an encoder that expects another input normalisation (``input_mean``/``input_std``) than ``norm``.
+
+    Args:
+        name (str): encoder name, for the message.
+        model (nn.Module): the built encoder.
+        norm (tuple): ``(mean, std)`` the profile normalises with.
+        source (str): where ``norm`` comes from, for the message.
+    """
+    wrong = normalisation_mismatches(model, norm, prefix='')
+    if not wrong:
+        return
+    where, module, expected = wrong[0]
+    what = f'encoder {name}' + (f' ({where})' if where else '')
+    fix = 'profile it with a --base-config whose model.data_preprocessor normalises so'
+    if renormalises(module):
+        fix += (f', or set --cfg-options {name}.input_mean=[{",".join(f"{v:g}" for v in norm[0])}] '
+                f'{name}.input_std=[{",".join(f"{v:g}" for v in norm[1])}] (it renormalises to its own)')
+    raise ProfileError(f'the profile normalises images with {describe(norm)}, {source}, but {what} '
+                       f'({type(module).__name__}) expects {describe(expected)}, the input it was pretrained on', fix)
+
+
 @torch.no_grad()
-def extract_features(model, images: Tensor, strides: Sequence[int]) -> list[Tensor]:
-    """Run ``model`` on the ImageNet-normalised images.
+def extract_features(model, images: Tensor, strides: Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> list[Tensor]:
+    """Run ``model`` on the images normalised with ``mean``/``std``.
 
     Args:
         model (nn.Module): backbone returning a tuple (or a stride-keyed dict) of (B, C, H, W) maps.
         images (Tensor): uint8 (B, 3, H, W) on the model's device.
         strides (Sequence[int]): the strides the maps must match.
+        mean (Sequence[float]): per-channel mean, 0-255 scale (see :func:`config_normalisation`). Defaults to
+            ImageNet's.
+        std (Sequence[float]): per-channel std, 0-255 scale. Defaults to ImageNet's.
 
     Returns:
         list[Tensor]: the maps, ordered like ``strides``.
     """
-    out = model(normalize(images))
+    out = model(normalize(images, mean, std))
     if isinstance(out, Tensor):
         out = (out, )
     if isinstance(out, Mapping):

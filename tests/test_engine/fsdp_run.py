@@ -36,7 +36,11 @@ class ReseedPerIterHook(Hook):
 
 def _facts(runner) -> dict:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from mmfusion.engine.hooks import SCEFHook
+    from mmfusion.utils.normalisation import encoder_normalisations
     model = runner.model
+    scef = next((h for h in runner.hooks if isinstance(h, SCEFHook)), None)
     groups = runner.optim_wrapper.optimizer.param_groups
     in_optimizer = {id(p) for g in groups for p in g['params']}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -54,7 +58,9 @@ def _facts(runner) -> dict:
         weight_decay=decay,
         meta_tensors=sum(t.is_meta for t in [*model.parameters(), *model.buffers()]),
         checkpointed_blocks=sum(type(m).__name__ == 'DINOv3ViTLayer' and m.gradient_checkpointing
-                                for m in model.modules()))
+                                for m in model.modules()),
+        encoders=[name for name, _, _ in encoder_normalisations(model.module)],
+        scef_probes=None if scef is None or scef._probes is None else list(scef._probes.shape))
 
 
 def _initial_weights(config: str, path: str) -> str:

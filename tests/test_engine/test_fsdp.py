@@ -6,7 +6,9 @@ Runner) and with the shipped FSDP strategy (FlexibleRunner + FSDPStrategy, full 
 the 7B config builds it (meta device, weights from its checkpoint in init_weights, activation checkpointing). The FSDP
 run is then resumed from its iteration-2 checkpoint. ``fsdp_run.py`` reseeds every generator with
 ``seed + iteration`` and the augmentations are made deterministic, so that all runs draw the same numbers at the same
-iteration and their logged losses can be compared.
+iteration and their logged losses can be compared. The FSDP run also has mmfusion's SCEFHook on (probing before
+training and at iteration 2): every rank takes part in the probe's forward, rank 0 writes, and training goes on
+exactly as in the DDP run without the hook.
 """
 import json
 import os
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.slow  # three 2-process training runs (about a minute o
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FSDP_CONFIG = osp.join(ROOT, 'configs', 'fsdp', 'mask2former_d3s2_fsdp_cityscapes.py')
 MAX_ITERS = 3
+# SCEFHook in the FSDP run: probes before training and after iteration 2, on these two images.
+SCEF = dict(type='mmfusion.SCEFHook', interval=2, num_probes=2, probe_size=(64, 128))
 # DDP averages gradients with one all-reduce, FSDP with a reduce-scatter (other summation order); float32 rounding
 # differences stay far below this over 3 iterations.
 RTOL = 1e-4
@@ -48,6 +52,7 @@ def _tiny_configs(data_root: str, out: str) -> tuple:
         elif step.type == 'RandomCrop':
             step.crop_size = (256, 128)  # the whole (resized) image: the crop offset is always 0
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.optim_wrapper.type = 'OptimWrapper'  # float32: the recipe's AMP needs a GPU
     cfg.custom_hooks = [dict(type='ReseedPerIterHook', seed=0)]
     cfg.randomness = dict(seed=0)
     cfg.dump(ddp_path)
@@ -61,9 +66,22 @@ def _tiny_configs(data_root: str, out: str) -> tuple:
     pretrained = osp.join(out, 'dinov3_tiny.pth')
     torch.save(hf_to_meta(hf_dinov3(seed=1)), pretrained)
     cfg.model.backbone.master.update(init_device='meta', checkpoint=pretrained, with_cp=True)
+    cfg.custom_hooks = cfg.custom_hooks + [dict(SCEF, probe_images=_probe_images(osp.join(out, 'probes')))]
     fsdp_path = osp.join(out, 'tiny_fsdp.py')
     cfg.dump(fsdp_path)
     return ddp_path, fsdp_path
+
+
+def _probe_images(folder: str) -> str:
+    """Two scenes with edges (a bright rectangle on noise), as PNG files."""
+    from PIL import Image
+    os.makedirs(folder)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(2):
+        img = torch.randint(0, 80, (80, 160, 3), dtype=torch.uint8, generator=gen)
+        img[16 + 8 * i:56, 30:120 - 10 * i] += 150
+        Image.fromarray(img.numpy()).save(osp.join(folder, f'probe{i}.png'))
+    return folder
 
 
 @pytest.fixture(scope='module')
@@ -85,7 +103,9 @@ def runs(tmp_path_factory):
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-6000:]
     with open(osp.join(work, 'rank0.json')) as f:
         facts = json.load(f)
-    return dict(work=work, facts=facts)
+    with open(osp.join(work, 'rank1.json')) as f:
+        facts1 = json.load(f)
+    return dict(work=work, facts=facts, facts1=facts1, ddp_cfg=ddp_cfg, probes=osp.join(out, 'probes'))
 
 
 def _scalars(work_dir: str) -> dict:
@@ -166,3 +186,45 @@ def test_fsdp_resume_continues_the_run(runs):
     assert sorted(resumed) == [MAX_ITERS]
     for key in ('loss', 'grad_norm', 'lr', 'base_lr'):
         assert resumed[MAX_ITERS][key] == pytest.approx(straight[MAX_ITERS][key], rel=RTOL), key
+
+
+def test_scef_probe_under_fsdp_matches_a_single_process_probe(runs):
+    """Under FSDP each unit gathers its weights from every rank in its forward: both ranks run the probe's forward
+    (through the FSDP root, which gathers the root unit's own parameters), rank 0 writes. Its profile of the
+    iteration-2 weights equals the one a single process computes from the iteration-2 checkpoint."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from mmfusion.engine.hooks import SCEFHook
+    scef = osp.join(runs['work'], 'fsdp', 'scef')
+    assert sorted(os.listdir(scef)) == ['iter_0.json', 'iter_2.json']
+    # both ranks read the probes (rank 1 took part in the forward), as training went on identically (see above)
+    assert runs['facts']['fsdp']['scef_probes'] == runs['facts1']['fsdp']['scef_probes'] == [2, 3, 64, 128]
+    with open(osp.join(scef, 'iter_2.json')) as f:
+        written = json.load(f)
+    assert written['meta']['iter'] == 2 and written['selection']['inject_stride'] == 16
+
+    register_all_modules()
+    model = MODELS.build(Config.fromfile(runs['ddp_cfg']).model)
+    state = torch.load(osp.join(runs['work'], 'fsdp', 'iter_2.pth'), map_location='cpu', weights_only=True)
+    model.load_state_dict(state['state_dict'])
+    hook = SCEFHook(probe_images=runs['probes'], num_probes=2, probe_size=(64, 128), interval=2)
+    model.eval()
+    with torch.no_grad():
+        expected = hook._profile(model, hook._get_probes(None, model))
+    assert set(written['encoders']) == set(expected) == {'master', 'auxiliary', 'fused'}
+    for name, per_stride in expected.items():
+        entry = written['encoders'][name]
+        assert entry['strides'] == sorted(per_stride)
+        for metric in ('SC', 'EF', 'SFC', 'SCS'):
+            got = dict(zip(entry['strides'], entry[metric]))
+            for stride, values in per_stride.items():
+                assert got[stride] == pytest.approx(values[metric], rel=1e-4, abs=1e-6), (name, stride, metric)
+    assert any(v['EF'] > 0 for p in expected.values() for v in p.values())  # not a profile of empty maps
+
+
+def test_encoders_found_once_through_the_fsdp_wrappers(runs):
+    """The normalisation check finds the encoders by their input_mean/input_std, not twice through an FSDP unit
+    (whose wrapper forwards attributes), named without FSDP's levels."""
+    assert runs['facts']['fsdp']['encoders'] == runs['facts']['ddp']['encoders'] == \
+        ['model.backbone.master', 'model.backbone.auxiliary']

@@ -1,10 +1,11 @@
 """Profile vision foundation model encoders with the label-free SC/EF metrics and pick a fusion pair.
 
-For every encoder, the images are resized to --size, normalised with the ImageNet statistics and fed to the
-backbone; each multi-stride output is scored against the raw image with Structural Coherence (SC) and Edge
-Fidelity (EF), averaged over the images. The result is the SPEC §4 table (encoders x strides) and the recommended
-master (highest mean SC), auxiliary (highest mean EF among the others) and injection stride s* (argmax of the
-auxiliary's EF).
+For every encoder, the images are resized to --size, normalised with the mean/std of the model they are profiled
+for (--base-config's model.data_preprocessor; ImageNet's without it, as every shipped config) and fed to the
+backbone (an encoder that expects another normalisation is refused); each multi-stride output is scored against
+the raw image with Structural Coherence (SC) and Edge Fidelity (EF), averaged over the images. The result is the
+SPEC §4 table (encoders x strides) and the recommended master (highest mean SC), auxiliary (highest mean EF among the
+others) and injection stride s* (argmax of the auxiliary's EF).
 
 Encoders (--encoder NAME=SPEC, repeatable; NAME labels the encoder in the outputs):
   NAME=path/config.py              the config's ``backbone`` dict (else ``model.backbone``)
@@ -71,7 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--num-vis', type=int, default=2, help='images with PCA pictures (default: 2; 0: none)')
     parser.add_argument('--out-dir', default='work_dirs/profile_vfm', help='output folder')
     parser.add_argument('--emit-config', metavar='PATH', help='write a fused-model config here')
-    parser.add_argument('--base-config', metavar='CFG', help='config the emitted one inherits (with --emit-config)')
+    parser.add_argument('--base-config', metavar='CFG',
+                        help='the fused-model config the encoders are profiled for: its model.data_preprocessor '
+                             "mean/std normalise the images (default: ImageNet's); --emit-config inherits it")
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--seed', type=int, default=0, help='seed of randomly initialised weights (default: 0)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
@@ -221,6 +224,7 @@ def run(args: argparse.Namespace) -> dict:
         select_pair,
     )
     from mmfusion.utils.fileio import claim_dir
+    from mmfusion.utils.normalisation import describe
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,6 +250,8 @@ def run(args: argparse.Namespace) -> dict:
     # Every process reads every image first: a bad file stops all of them alike, before any model runs.
     images = [P.load_image(p, args.size) for p in paths]
     configs = {name: P.encoder_config(spec, overrides) for name, (spec, overrides) in encoders.items()}
+    # The input the encoders will get in the configured model: its data preprocessor's mean/std.
+    norm, norm_source = P.config_normalisation(args.base_config)
     # Each process profiles a contiguous share of the images; the sums are reduced over the processes.
     share = range(rank * len(images) // world, (rank + 1) * len(images) // world)
     writer = rank == 0
@@ -262,12 +268,13 @@ def run(args: argparse.Namespace) -> dict:
     for name, cfg in configs.items():
         torch.manual_seed(args.seed)
         model = P.build_encoder(name, cfg).to(device)
+        P.check_encoder_normalisation(name, model, norm, norm_source)
         strides = P.encoder_strides(model)
         acc = ProfileAccumulator(strides, preset=args.preset)
         for start in tqdm(range(share.start, share.stop, args.batch_size), desc=name, unit='batch', file=sys.stderr,
                           disable=not writer):
             batch = torch.stack(images[start:min(start + args.batch_size, share.stop)]).to(device)
-            feats = P.extract_features(model, batch, strides)
+            feats = P.extract_features(model, batch, strides, *norm)
             if start == share.start:  # before any metric scores a map as 0
                 _check_map_sizes(name, feats, strides, args.size, configs)
             channels[name] = {s: int(f.shape[1]) for s, f in zip(strides, feats)}
@@ -289,12 +296,14 @@ def run(args: argparse.Namespace) -> dict:
     plan = auxiliary_plan(profiles, selection['master']) if selection else None
     meta = dict(images=paths, num_images=len(paths), size=list(args.size), device=str(device), preset=args.preset,
                 encoders={n: cfg for n, cfg in configs.items()}, channels=channels, ranking=why,
+                normalisation=dict(mean=list(norm[0]), std=list(norm[1]), source=norm_source),
                 auxiliary_plan_beyond_paper=plan)
     json_path = osp.join(args.out_dir, 'profile.json')
     save_profile(json_path, profiles, selection, _jsonable(meta))
     save_profile_csv(osp.join(args.out_dir, 'profile.csv'), profiles)
     P.plot_profiles(profiles, osp.join(args.out_dir, 'profile.png'))
 
+    print(f'images normalised with {describe(norm)}: {norm_source}')
     print(P.format_profile_table(profiles))
     if selection:
         print(_recommendation(selection, why, plan))

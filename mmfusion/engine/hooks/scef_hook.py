@@ -5,7 +5,8 @@ import os
 import os.path as osp
 import random
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor
 from mmfusion.metrics import DEFAULT_STRIDES, ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
 from mmfusion.utils.images import list_images, normalize, read_rgb
+from mmfusion.utils.normalisation import IMAGENET, preprocessor_normalisation
 
 from .rng_state_hook import preserved_rng_state
 
@@ -66,12 +68,16 @@ class SCEFHook(Hook):
     - the message hub under the same keys, and one line of the text log;
     - ``{work_dir}/scef/iter_{N}.json``, a profile in the schema of ``mmfusion.metrics.save_profile``.
 
-    The probe runs on the main process only (under DDP the other ranks go on training; the probe calls the unwrapped
-    model and no collective), with the model in eval mode and under ``torch.no_grad()``; the train modes of all
-    modules are restored afterwards, and so are the global random generators (a probe never shifts the training
-    run's random stream). A resumed run does not repeat the ``before_train`` baseline: the work dir holds it
-    (``scef/iter_0.json``). Its cost is bounded by ``num_probes``, ``probe_size`` and ``interval``, and logged
-    (seconds) each time.
+    In one process and under DDP the probe runs on the main process only, on the unwrapped model (it calls no
+    collective; the other ranks go on training and wait for it at their next gradient all-reduce). Under FSDP the
+    weights are shards and every unit gathers its weights from all ranks in its forward, so every rank runs the
+    probe's forward on the same probe images, through the FSDP root's forward (which gathers the root unit's own
+    parameters); only the main process scores the maps and writes. The model is in eval mode and under
+    ``torch.no_grad()``; the train modes of all modules are restored afterwards, and so are the global random
+    generators (a probe never shifts the training run's random stream). The probes are normalised as the model's
+    ``data_preprocessor`` normalises the training images. A resumed run does not repeat the ``before_train``
+    baseline: the work dir holds it (``scef/iter_0.json``). Its cost is bounded by ``num_probes``, ``probe_size`` and
+    ``interval``, and logged (seconds) each time.
 
     Args:
         interval (int): Probe every ``interval`` training iterations. Default: 1000.
@@ -135,10 +141,13 @@ class SCEFHook(Hook):
 
     # ------------------------------------------------------------------ probing
     def probe(self, runner, step: int) -> Optional[Dict[str, Dict[int, Dict[str, float]]]]:
-        """Score the pyramids on the probe images and log the result; returns ``{name: {stride: {metric: v}}}``."""
-        if not is_main_process():
+        """Score the pyramids on the probe images and log the result; returns ``{name: {stride: {metric: v}}}``
+        on the main process, None on the others."""
+        root = _fsdp_root(runner.model)
+        if root is None and not is_main_process():
             return None
-        # The unwrapped module: a DDP forward would broadcast buffers to ranks that are not probing.
+        # The unwrapped module: a DDP forward would broadcast buffers to ranks that are not probing. Under FSDP its
+        # parameters are shards: the forward goes through the root (see _through_root).
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         modes = {m: m.training for m in model.modules()}
         start = time.perf_counter()
@@ -147,28 +156,40 @@ class SCEFHook(Hook):
                 images = self._get_probes(runner, model)
                 model.eval()
                 with torch.no_grad():
-                    profiles = self._profile(model, images)
+                    profiles = self._profile(model, images, root)
         finally:
             # Restore each module's own flag: calling model.train() would undo eval modes set on purpose.
             for m, training in modes.items():
                 m.training = training
+        if not is_main_process():
+            return None
         seconds = time.perf_counter() - start
         self._write(runner, step, profiles, seconds, model)
         return profiles
 
-    def _profile(self, model: nn.Module, images: Tensor) -> Dict[str, Dict[int, Dict[str, float]]]:
+    def _profile(self, model: nn.Module, images: Tensor,
+                 root: Optional[nn.Module] = None) -> Dict[str, Dict[int, Dict[str, float]]]:
+        """SC/EF of the pyramids; with an FSDP ``root`` every rank must call it (only the main one scores)."""
         device = next(model.parameters()).device
+        run = partial(self._pyramids, model)
+        if root is not None:
+            run = partial(_through_root, root, run)
+        scores = root is None or is_main_process()
         accumulators: Dict[str, ProfileAccumulator] = {}
         for chunk in images.split(self.batch_size):
             x = self._normalise(chunk, model).to(device)
+            pyramids = run(x)
+            if not scores:
+                continue  # another FSDP rank: it only lends its shards to the forward
             rgb = chunk.to(device)
-            for name, (feats, strides) in self._pyramids(model, x).items():
+            for name, (feats, strides) in pyramids.items():
                 keep = [i for i, s in enumerate(strides) if s in self.strides]
                 if not keep:
                     continue
                 if name not in accumulators:
                     accumulators[name] = ProfileAccumulator(tuple(strides[i] for i in keep), self.preset)
-                accumulators[name].update([feats[i] for i in keep], rgb)
+                # float32 metrics whatever the forward's precision (FSDP mixed precision computes in bf16)
+                accumulators[name].update([feats[i].float() for i in keep], rgb)
         return {name: acc.compute() for name, acc in accumulators.items()}
 
     def _pyramids(self, model: nn.Module, x: Tensor) -> Dict[str, Pyramid]:
@@ -181,33 +202,24 @@ class SCEFHook(Hook):
             raise RuntimeError('SCEFHook needs a model with a `backbone` (ideally an mmfusion.MasterAuxBackbone)')
         if not isinstance(backbone, MasterAuxBackbone):
             feats = tuple(backbone(x))
-            return dict(backbone=_existing(feats, _strides_of(backbone, len(feats), self.strides)))
+            return dict(backbone=_existing(feats, _out_strides(backbone, len(feats))))
         out = backbone(x)
-        # The fused backbone names the strides: the master's (``strides``; a map is None where the master leaves the
-        # level to the auxiliary) and the auxiliary maps' (``aux_strides``, else the injected strides they come at,
-        # whichever auxiliary encoder gives each).
-        master_strides = tuple(getattr(out, 'strides', None) or backbone.strides)
-        aux_strides = tuple(getattr(backbone, 'aux_strides', None) or getattr(out, 'inject_strides', None) or
-                            _strides_of(backbone.auxiliary, len(out.auxiliary), self.strides))
-        pyramids = dict(master=_existing(out.master, master_strides),
-                        auxiliary=_existing(out.auxiliary, aux_strides))
+        # MasterAuxOutputs names its strides: the master's maps are at ``strides`` (None where the auxiliary replaces
+        # the master), the auxiliary's at ``inject_strides`` (whichever auxiliary encoder gives each).
+        pyramids = dict(master=_existing(out.master, out.strides),
+                        auxiliary=_existing(out.auxiliary, out.inject_strides))
         neck = getattr(model, 'neck', None)
         if isinstance(neck, MetricGuidedNeck):
-            pyramids['fused'] = _existing(neck(out), master_strides)
+            pyramids['fused'] = _existing(neck(out), out.strides)
         return pyramids
 
     @staticmethod
     def _normalise(images: Tensor, model: nn.Module) -> Tensor:
-        """uint8 RGB to what the backbone gets from the model's data preprocessor (ImageNet mean/std if unstated)."""
-        x = images.float()
-        pre = getattr(model, 'data_preprocessor', None)
-        enabled = getattr(pre, '_enable_normalize', None)
-        if enabled is None:
-            return normalize(images)
-        if enabled:
-            mean, std = pre.mean.to(x).view(1, -1, 1, 1), pre.std.to(x).view(1, -1, 1, 1)
-            return (x - mean) / std
-        return x
+        """uint8 RGB to what the backbone gets from the model's data preprocessor: ``(x - mean) / std`` with its
+        values, the pixels as they are when it does not normalise. Only a model without a data preprocessor (not an
+        MMEngine model) gets ImageNet's, the input mmfusion's encoders expect."""
+        mean, std = preprocessor_normalisation(model) or IMAGENET
+        return normalize(images, mean, std)
 
     # ------------------------------------------------------------------ probe images
     def _get_probes(self, runner, model: nn.Module) -> Tensor:
@@ -323,11 +335,37 @@ def _image_paths(dataset, count: int) -> Optional[List[str]]:
     return paths
 
 
-def _strides_of(module: nn.Module, n: int, default: Sequence[int]) -> Tuple[int, ...]:
-    strides = getattr(module, 'out_strides', None)
+def _out_strides(backbone: nn.Module, n: int) -> Tuple[int, ...]:
+    """The strides of a plain backbone's maps, from its ``out_strides`` (never guessed from their number)."""
+    strides = getattr(backbone, 'out_strides', None)
     if strides is None:
-        if n != len(default):
-            raise RuntimeError(f'{type(module).__name__} returns {n} maps and states no out_strides; expose '
-                               'out_strides on the backbone')
-        strides = default
+        raise RuntimeError(f'SCEFHook: {type(backbone).__name__} returns {n} maps but has no out_strides attribute '
+                           'to say their strides; set out_strides on the backbone (one stride per map, increasing)')
     return tuple(int(s) for s in strides)
+
+
+def _fsdp_root(model: nn.Module) -> Optional[nn.Module]:
+    """``model`` when it is an FSDP root (its weights sharded over the ranks), else None."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    return model if isinstance(model, FSDP) else None
+
+
+def _through_root(root: nn.Module, fn: Callable[[Tensor], Dict[str, Pyramid]], x: Tensor) -> Dict[str, Pyramid]:
+    """``fn(x)`` run as the forward of the module an FSDP ``root`` wraps; every rank must call it alike.
+
+    Outside the root's forward the root unit's own parameters (the master's embeddings and pyramid, the neck...) are
+    shards, so calling ``model.backbone`` directly would compute with them; the root's forward gathers them first,
+    and inside it each inner unit (a block, the frozen auxiliary) gathers its own in its forward. ``fn`` temporarily
+    takes the wrapped module's place as its forward (``summon_full_params`` would gather everything at once, and
+    forbids forward passes inside it).
+    """
+    inner = root.module
+    own = inner.__dict__.get('forward')
+    inner.forward = fn
+    try:
+        return root(x)
+    finally:
+        if own is None:
+            del inner.forward
+        else:
+            inner.forward = own

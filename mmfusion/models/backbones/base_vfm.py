@@ -94,6 +94,11 @@ class VFMBackbone(BaseModule):
     out_channels: Tuple[int, ...]
     #: Submodules whose weights come from the checkpoint (the rest are new layers).
     pretrained_modules: Tuple[str, ...] = ()
+    #: The normalised input the trunk was pretrained on (RGB, 0-255 scale, the data preprocessor's terms); a built
+    #: model's ``data_preprocessor`` must give it (:func:`mmfusion.utils.normalisation.check_input_normalisation`).
+    #: None: not stated.
+    input_mean: Optional[Tuple[float, ...]] = None
+    input_std: Optional[Tuple[float, ...]] = None
 
     def __init__(self, frozen: bool, checkpoint: Optional[str] = None, init_cfg=None):
         if init_cfg is not None:

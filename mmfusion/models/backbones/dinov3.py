@@ -22,6 +22,7 @@ from torch import Tensor
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from mmfusion.registry import MODELS
+from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
 from .checkpoint_io import (
@@ -215,6 +216,8 @@ class DINOv3ViT(VFMBackbone):
         self.register_load_state_dict_pre_hook(self._assign_if_meta)
 
     pretrained_modules = ('vit', )
+    # DINOv3 was pretrained on ImageNet-normalised images (SPEC §5); the data preprocessor must give them.
+    input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
 
     @property
     def on_meta(self) -> bool:

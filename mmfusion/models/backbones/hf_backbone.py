@@ -428,11 +428,13 @@ class HFBackbone(VFMBackbone):
     (masked-image pretraining only) stays with ``requires_grad=False``. Levels in ``skip_strides`` are not returned
     (None) and have no pyramid layers.
 
-    Normalisation: inputs arrive ImageNet-normalised (mmdet/mmseg data preprocessors); they are renormalised to the
-    mean/std the encoder was trained with: ``image_mean``/``image_std`` when given, else the checkpoint folder's
-    ``preprocessor_config.json`` (when the architecture is read from the folder), else the family's (CLIP: OpenAI's
-    CLIP mean/std; SigLIP/SigLIP2: 0.5/0.5; others: ImageNet's). Position embeddings are interpolated to the input's
-    token grid (DINOv2, CLIP, SigLIP, SAM's absolute embedding; SigLIP2 resizes its own; DINOv3 uses RoPE).
+    Normalisation: inputs arrive normalised by the model's data preprocessor with ``input_mean``/``input_std``
+    (ImageNet's by default, as every shipped config's; a built model whose preprocessor differs is refused, see
+    :mod:`mmfusion.utils.normalisation`); they are renormalised to the mean/std the encoder was trained with:
+    ``image_mean``/``image_std`` when given, else the checkpoint folder's ``preprocessor_config.json`` (when the
+    architecture is read from the folder), else the family's (CLIP: OpenAI's CLIP mean/std; SigLIP/SigLIP2: 0.5/0.5;
+    others: ImageNet's). Position embeddings are interpolated to the input's token grid (DINOv2, CLIP, SigLIP, SAM's
+    absolute embedding; SigLIP2 resizes its own; DINOv3 uses RoPE).
 
     ``frozen`` freezes ``self.model`` (no_grad, eval mode kept through ``train()``); pyramid layers and stage norms
     (``stage_norms=True``) are new layers and always train.
@@ -462,6 +464,10 @@ class HFBackbone(VFMBackbone):
         image_mean (Sequence[float], optional): Mean the encoder expects, for pixels in [0, 1]. Defaults to None
             (see above).
         image_std (Sequence[float], optional): Std the encoder expects, for pixels in [0, 1]. Defaults to None.
+        input_mean (Sequence[float], optional): Mean the data preprocessor normalises with (0-255 scale, RGB: the
+            config's ``model.data_preprocessor.mean``). Defaults to None: ImageNet's (123.675, 116.28, 103.53).
+        input_std (Sequence[float], optional): Std the data preprocessor normalises with (0-255 scale). Defaults to
+            None: ImageNet's (58.395, 57.12, 57.375).
         frozen (bool): Freeze the pretrained model. Defaults to False.
         with_cp (bool): ``transformers``' gradient checkpointing of the blocks (training only). Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
@@ -498,6 +504,8 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
                  stage_norms: bool = False,
                  image_mean: Optional[Sequence[float]] = None,
                  image_std: Optional[Sequence[float]] = None,
+                 input_mean: Optional[Sequence[float]] = None,
+                 input_std: Optional[Sequence[float]] = None,
                  frozen: bool = False,
                  with_cp: bool = False,
                  init_cfg=None):
@@ -573,8 +581,9 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         self._fixed_size = self._image_size() if runner.fixed_size else None
         mean, std = self._normalisation(image_mean, image_std, folder_norm)
         self.image_mean, self.image_std = mean, std
-        # What the data preprocessors give: ImageNet-normalised 0-255 pixels.
-        in_mean, in_std = torch.tensor(IMAGENET_MEAN) / 255, torch.tensor(IMAGENET_STD) / 255
+        # What the data preprocessor gives: (pixel - input_mean) / input_std, pixels on the 0-255 scale.
+        self.input_mean, self.input_std = self._input_normalisation(input_mean, input_std)
+        in_mean, in_std = torch.tensor(self.input_mean) / 255, torch.tensor(self.input_std) / 255
         scale, shift = in_std / torch.tensor(std), (in_mean - torch.tensor(mean)) / torch.tensor(std)
         self._renormalise = not (torch.allclose(scale, torch.ones(3)) and torch.allclose(shift, torch.zeros(3)))
         # Not in the state dict: derived from the arguments (and the folder) at every build.
@@ -606,6 +615,19 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f'image_mean/image_std must be 3 values each, std > 0; got {mean}, {std}')
+        return mean, std
+
+    @staticmethod
+    def _input_normalisation(mean, std) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        if (mean is None) != (std is None):
+            raise ValueError('set both input_mean and input_std (the data preprocessor\'s mean/std), or neither '
+                             '(ImageNet\'s)')
+        if mean is None:
+            return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f'input_mean/input_std must be 3 values each (0-255 scale, as '
+                             f'model.data_preprocessor.mean/std), std > 0; got {mean}, {std}')
         return mean, std
 
     def _how_to_get(self) -> str:
@@ -718,7 +740,7 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
         """Multi-stride maps of ``x``.
 
         Args:
-            x (Tensor): (B, 3, H, W), ImageNet-normalised.
+            x (Tensor): (B, 3, H, W), normalised with ``input_mean``/``input_std``.
 
         Returns:
             tuple[Tensor, ...]: One (B, C_i, ceil(H / s_i), ceil(W / s_i)) map per ``out_strides`` entry (None for

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from mmfusion.metrics import DEFAULT_STRIDES
 from mmfusion.registry import MODELS
+from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 from .base_vfm import VFMBackbone, check_skip_strides, check_strides, crop_to_stride, pad_to_multiple
 from .checkpoint_io import LoadReport, load_into, read_state_dict, sam2_image_encoder
@@ -152,6 +153,8 @@ class SAM2Hiera(VFMBackbone):
         self._set_frozen()
 
     pretrained_modules = ('trunk', 'neck')
+    # SAM2 was trained on ImageNet-normalised images (SPEC §5); the data preprocessor must give them.
+    input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
 
     @staticmethod
     def _trunk_cfg(arch: Union[str, dict]) -> dict:
