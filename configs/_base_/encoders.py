@@ -47,9 +47,10 @@ s2d3_backbone = dict(
 fusion_neck = dict(type='mmfusion.MetricGuidedNeck')
 
 # The paper's optimizer (SPEC §7): AdamW 1e-4, wd 0.05, backbone lr x0.1 (every backbone parameter, tokens
-# included), weight decay 0 on every norm and on tokens and position/level/query embeddings (no_decay_keys and
-# norm_decay_mult apply on top of the custom keys in mmfusion's constructor), full-model grad clipping 0.01 (the
-# recipe's). Frozen parameters stay out of the optimizer.
+# included), weight decay 0 on every norm (norm_decay_mult), every nn.Embedding (mmfusion's constructor, by type: the
+# head's query/level embeddings and the pixel decoder's level encoding) and the encoders' tokens and position
+# embeddings (no_decay_keys: plain parameters, no module type to find them by), on top of the custom keys;
+# full-model grad clipping 0.01 (the recipe's). Frozen parameters stay out of the optimizer.
 fusion_paramwise_cfg = dict(
     custom_keys={
         'backbone': dict(lr_mult=0.1, decay_mult=1.0),
@@ -59,8 +60,11 @@ fusion_paramwise_cfg = dict(
     },
     norm_decay_mult=0.0,
     no_decay_keys=('cls_token', 'register_tokens', 'mask_token', 'class_embedding', 'pos_embed', 'position_embedding',
-                   'relative_position_bias_table', 'rel_pos_h', 'rel_pos_w', 'level_embed', 'query_embed', 'query_feat'))
-fusion_optim_wrapper = dict(constructor='mmfusion.FusionOptimWrapperConstructor', paramwise_cfg=fusion_paramwise_cfg)
+                   'relative_position_bias_table', 'rel_pos_h', 'rel_pos_w'))
+# Mixed precision (float16 autocast, dynamic loss scale) as the reference trains (SOLVER.AMP.ENABLED); MMEngine runs it
+# on a GPU only: on a CPU tools/train.py says to pass --cfg-options optim_wrapper.type=OptimWrapper (float32).
+fusion_optim_wrapper = dict(type='AmpOptimWrapper', constructor='mmfusion.FusionOptimWrapperConstructor',
+                            paramwise_cfg=fusion_paramwise_cfg)
 
 # Single-encoder baselines (replace the recipe's ResNet).
 dinov3_alone_backbone = dict(dinov3_vitb16, _delete_=True)

@@ -1,8 +1,10 @@
-# Mask2Former for Cityscapes panoptic segmentation (8 things + 11 stuff), on mmdet's own COCO-panoptic Mask2Former
-# recipe with Cityscapes data converted to COCO-panoptic format by
+# Mask2Former for Cityscapes panoptic segmentation (8 things + 11 stuff), trained with the paper's recipe (SPEC §7,
+# recipes.py; the reference's configs/cityscapes/panoptic-segmentation/VFM/maskformer2_fuse.yaml): 3 images per
+# iteration, 180k iterations, poly power 1.0, AMP, crop 512x1024, 100 queries, test at 1024x2048. It inherits
+# mmdet's own COCO-panoptic Mask2Former config with Cityscapes data converted to COCO-panoptic format by
 #   python tools/dataset_converters/cityscapes_panoptic.py data/cityscapes
-# (mmfusion.CityscapesPanopticDataset reads it). Schedule as in mask2former_cityscapes_instance.py (90k, poly 0.9).
-_base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py'
+# (mmfusion.CityscapesPanopticDataset reads it). Stock schedule: configs/mask2former_d3s2_8xb2-90k_cityscapes_panoptic.py.
+_base_ = ['mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py', './recipes.py']
 
 num_things_classes = 8
 num_stuff_classes = 11
@@ -40,6 +42,7 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
 train_dataloader = dict(
+    batch_size={{_base_.cityscapes_batch_size}},
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -63,10 +66,9 @@ val_evaluator = dict(
     backend_args={{_base_.backend_args}})
 test_evaluator = val_evaluator
 
-max_iters = 90000
-interval = 5000
-param_scheduler = dict(_delete_=True, type='PolyLR', eta_min=0, power=0.9, begin=0, end=max_iters, by_epoch=False)
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval, dynamic_intervals=None)
-default_hooks = dict(checkpoint=dict(interval=interval))
+param_scheduler = {{_base_.cityscapes_param_scheduler}}
+train_cfg = {{_base_.cityscapes_train_cfg}}
+auto_scale_lr = {{_base_.cityscapes_auto_scale_lr}}
+default_hooks = dict(checkpoint=dict(interval={{_base_.cityscapes_val_interval}}))
 # Generator states in every checkpoint: --resume continues exactly as an uninterrupted run (docs/resume_and_drift.md).
 custom_hooks = [dict(type='mmfusion.RNGStateHook')]

@@ -27,10 +27,19 @@ def _is_demo(path):
     """The embedded demo's configs train random encoders from scratch (documented in each): no pretrained file by
     default (tools/demo.py uses the documented checkpoints when present), and their own learning rates."""
     return osp.relpath(path, osp.join(ROOT, 'configs')).startswith('demo' + osp.sep)
-# Names of the parameters that are tokens or position/level/query embeddings (SPEC §7: no weight decay).
-EMBEDDING_NAMES = ('cls_token', 'register_tokens', 'mask_token', 'class_embedding', 'pos_embed', 'position_embedding',
-                   'relative_position_bias_table', 'rel_pos_h', 'rel_pos_w', 'level_embed', 'query_embed', 'query_feat')
+# SPEC §7: no weight decay on norms and embeddings, found by module type: norm layers, nn.Embedding (the head's
+# query/level embeddings, the pixel decoder's level encoding), and the encoders' learned tokens and position
+# embeddings, which are plain parameters added to the token sequence or map: held directly by a module that is not
+# a layer, with a broadcast leading dimension of 1 (cls/register/mask tokens (1, n, C), position embeddings
+# (1, N, C) or (1, C, h, w)).
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding) + NORMS
+
+
+def _no_decay_by_type(owner: nn.Module, param: nn.Parameter) -> bool:
+    if isinstance(owner, NORMS + (nn.Embedding, )):
+        return True
+    return not isinstance(owner, LAYERS) and param.dim() >= 2 and param.shape[0] == 1
 
 
 def _registry(scope):
@@ -73,7 +82,9 @@ def _det_loss(model, num_classes=8):
 
 
 def _optimizer_groups(model, cfg):
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    # The paper configs train with AmpOptimWrapper, which MMEngine builds only beside a GPU; the parameter groups
+    # are the constructor's either way.
+    wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
     names = {id(p): n for n, p in model.named_parameters()}
     return {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
 
@@ -136,7 +147,7 @@ def test_recipe_of_every_parameter(path):
             lr *= decay**(master.get_num_layers() + 1 - master.get_layer_id(local))
         assert group['lr'] == pytest.approx(lr), name
         owner = modules[name.rsplit('.', 1)[0]] if '.' in name else model
-        no_decay = isinstance(owner, NORMS) or any(k in name for k in EMBEDDING_NAMES)
+        no_decay = _no_decay_by_type(owner, param)
         assert group.get('weight_decay', base_wd) == pytest.approx(0.0 if no_decay else base_wd), name
         checked += 1
     assert checked == len(groups)

@@ -53,6 +53,7 @@ def tiny_flagship(data_root: str, out: str, max_iters: int = 2) -> str:
                               outfile_prefix=osp.join(osp.dirname(out), 'csmetric'))
     cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters)
     cfg.param_scheduler.end = max_iters
+    cfg.optim_wrapper.type = 'OptimWrapper'  # float32: the recipe's AMP needs a GPU
     cfg.default_hooks.checkpoint.interval = 2
     cfg.default_hooks.logger.interval = 1
     cfg.log_processor.window_size = 1
@@ -168,7 +169,8 @@ def test_semantic_mmseg_config_trains_and_tests(cityscapes_root, tmp_path):
     cfg.val_dataloader.dataset.pipeline[1].scale = (256, 128)
     cfg.test_dataloader = cfg.val_dataloader
     cfg.train_cfg.update(max_iters=2, val_interval=2)
-    cfg.param_scheduler[0].end = 2
+    cfg.param_scheduler.end = 2
+    cfg.optim_wrapper.type = 'OptimWrapper'  # float32: the recipe's AMP needs a GPU
     cfg.default_hooks.checkpoint.interval = 2
     cfg.default_hooks.logger.interval = 1
     cfg.custom_hooks = [dict(type='mmfusion.SCEFHook', interval=2, num_probes=1, probe_size=(64, 128))]

@@ -25,6 +25,8 @@ class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     - ``norm_decay_mult`` applies to the parameters of every norm layer (any module whose class name contains
       "Norm": BatchNorm, GroupNorm, LayerNorm, transformers' and sam2's norms), after the custom keys;
+    - every ``nn.Embedding`` gets weight decay 0 (detectron2 Mask2Former's rule: the query, level and pixel-decoder
+      level embeddings, found by type, not by name);
     - ``no_decay_keys`` (Sequence[str], extra ``paramwise_cfg`` key): parameters whose name contains one of these
       (tokens, position/level/query embeddings) get weight decay 0, whatever else matched them; their lr is left to
       the other rules (so a backbone token keeps the backbone's lr_mult).
@@ -43,7 +45,8 @@ class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     - ``layer_decay_rate`` (float): Defaults to 1.0 (no decay).
     - ``layer_decay_prefixes`` (Sequence[str], optional): Only decay the modules whose full name starts with one of
-      these (e.g. ``['backbone.master']`` when a fine-tuned auxiliary should keep its lr). Defaults to all.
+      these (e.g. ``['backbone.master']`` when a fine-tuned auxiliary should keep its lr); refused with
+      ``layer_decay_rate`` 1, where it selects nothing. Defaults to all.
     - ``no_decay_keys`` (Sequence[str]): See above. Defaults to ().
 
     ``configs/ablations/mask2former_d3s2_layer_decay_cityscapes.py`` uses the layer decay (beyond the paper).
@@ -80,6 +83,10 @@ class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f'layer_decay_rate must be in (0, 1], got {self.layer_decay_rate}')
         if self.layer_decay_rate != 1 and self.base_lr is None:
             raise ValueError('layer_decay_rate needs optimizer.lr')
+        if self.layer_decay_prefixes is not None and self.layer_decay_rate == 1:
+            raise ValueError(f'layer_decay_prefixes={list(self.layer_decay_prefixes)} selects modules for layer-wise lr '
+                             'decay, but layer_decay_rate is 1 (no decay): set paramwise_cfg.layer_decay_rate < 1 or '
+                             'drop layer_decay_prefixes')
         self._frozen_skipped = 0
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', is_dcn_module=None) -> None:
@@ -102,19 +109,23 @@ class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def _apply_no_decay(self, groups: List[dict], model: nn.Module) -> None:
         norm_mult = self.paramwise_cfg.get('norm_decay_mult')
-        if self.base_wd is None or (norm_mult is None and not self.no_decay_keys):
+        if self.base_wd is None:
             return
-        where: Dict[int, Tuple[str, bool]] = {}
+        # 'norm' or 'embedding' per parameter, found by module type: nn.Embedding gets no decay whatever the other
+        # keys say (detectron2 Mask2Former's WEIGHT_DECAY_EMBED = 0: mmdet's query, level and pixel-decoder level
+        # embeddings, whatever their names); norms follow norm_decay_mult.
+        kinds: Dict[int, Tuple[str, Optional[str]]] = {}
         for mod_name, mod in model.named_modules():
-            is_norm = 'norm' in type(mod).__name__.lower()
+            kind = 'embedding' if isinstance(mod, nn.Embedding) else \
+                'norm' if 'norm' in type(mod).__name__.lower() else None
             for pname, param in mod.named_parameters(recurse=False):
-                where[id(param)] = (f'{mod_name}.{pname}' if mod_name else pname, is_norm)
+                kinds[id(param)] = (f'{mod_name}.{pname}' if mod_name else pname, kind)
         for group in groups:
             (param, ) = group['params']
-            name, is_norm = where[id(param)]
-            if any(key in name for key in self.no_decay_keys):
+            name, kind = kinds[id(param)]
+            if kind == 'embedding' or any(key in name for key in self.no_decay_keys):
                 group['weight_decay'] = 0.0
-            elif is_norm and norm_mult is not None:
+            elif kind == 'norm' and norm_mult is not None:
                 group['weight_decay'] = self.base_wd * norm_mult
 
     def _apply_layer_decay(self, groups: List[dict], model: nn.Module) -> None:

@@ -20,7 +20,8 @@ up in the working directory first, then there.
 
 Example:
     >>> from mmfusion.models.backbones.checkpoint_io import read_state_dict, dinov3_to_hf
-    >>> sd = dinov3_to_hf(read_state_dict('checkpoints/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth'))
+    >>> sd = dinov3_to_hf(read_state_dict(  # doctest: +SKIP
+    ...     'checkpoints/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth'))
 """
 from __future__ import annotations
 

@@ -147,7 +147,8 @@ class DINOv3ViT(VFMBackbone):
             random weights, with a warning. Defaults to None.
         frozen (bool): Freeze the ViT: no gradients (``requires_grad=False``, forward under ``no_grad``), eval mode
             kept through ``train()``. Defaults to False.
-        with_cp (bool): Gradient checkpointing of the ViT blocks (transformers' own) in training. Defaults to False.
+        with_cp (bool): Gradient checkpointing of the ViT blocks (transformers' own) in training; refused with
+            ``frozen=True``. Defaults to False.
         init_device (str): Where the ViT is built: ``'cpu'`` (random weights until ``init_weights``) or ``'meta'``
             (no memory; ``init_weights`` assigns the checkpoint's tensors). Defaults to ``'cpu'``.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
@@ -160,10 +161,11 @@ class DINOv3ViT(VFMBackbone):
         patch_size (int): ViT patch size.
 
     Example:
+        >>> import torch
         >>> from mmfusion.registry import MODELS
         >>> backbone = MODELS.build(dict(type='mmfusion.DINOv3ViT', arch='vitb16', pyramid='paper',
-        ...                              checkpoint='checkpoints/dinov3-vitb16-pretrain-lvd1689m'))
-        >>> backbone.init_weights()  # reads the checkpoint
+        ...                              checkpoint='checkpoints/dinov3-vitb16-pretrain-lvd1689m'))  # reads no file
+        >>> backbone.init_weights()  # doctest: +SKIP
         >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 500, 750))]
         [(1, 128, 125, 188), (1, 256, 63, 94), (1, 512, 32, 47), (1, 1024, 16, 24)]
     """
@@ -179,6 +181,7 @@ class DINOv3ViT(VFMBackbone):
                  init_device: str = 'cpu',
                  init_cfg=None):
         super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
+        self._check_with_cp(with_cp)
         if init_device not in ('cpu', 'meta'):
             raise ValueError(f"init_device must be 'cpu' or 'meta', got {init_device!r}")
         self.arch = arch if isinstance(arch, str) else arch.get('preset')

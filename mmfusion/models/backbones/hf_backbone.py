@@ -469,7 +469,8 @@ class HFBackbone(VFMBackbone):
         input_std (Sequence[float], optional): Std the data preprocessor normalises with (0-255 scale). Defaults to
             None: ImageNet's (58.395, 57.12, 57.375).
         frozen (bool): Freeze the pretrained model. Defaults to False.
-        with_cp (bool): ``transformers``' gradient checkpointing of the blocks (training only). Defaults to False.
+        with_cp (bool): ``transformers``' gradient checkpointing of the blocks (training only); refused with
+            ``frozen=True``. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
             Defaults to None.
 
@@ -483,14 +484,16 @@ class HFBackbone(VFMBackbone):
         out_channels (tuple[int]): Channels of the outputs.
 
     Example:
+        >>> import torch
         >>> from mmfusion.registry import MODELS
-from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
-        >>> backbone = MODELS.build(dict(type='mmfusion.HFBackbone',
-        ...                              checkpoint='checkpoints/dinov2-with-registers-base',
-        ...                              pyramid=dict(type='paper', channels=(128, 256, 512, 1024))))
-        >>> backbone.init_weights()  # reads the weights
-        >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 512, 1024))]
-        [(1, 128, 128, 256), (1, 256, 64, 128), (1, 512, 32, 64), (1, 1024, 16, 32)]
+        >>> # A small DINOv2 stated in config= (building reads no file; checkpoint=FOLDER loads weights in init_weights)
+        >>> backbone = MODELS.build(dict(
+        ...     type='mmfusion.HFBackbone',
+        ...     config=dict(model_type='dinov2', hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        ...                 patch_size=14),
+        ...     pyramid=dict(type='paper', channels=(128, 256, 512, 1024))))
+        >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 64, 128))]
+        [(1, 128, 16, 32), (1, 256, 8, 16), (1, 512, 4, 8), (1, 1024, 2, 4)]
     """
 
     pretrained_modules = ('model', )
@@ -510,6 +513,7 @@ from mmfusion.utils.images import IMAGENET_MEAN, IMAGENET_STD
                  with_cp: bool = False,
                  init_cfg=None):
         super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
+        self._check_with_cp(with_cp)
         if config is None and self.checkpoint is None:
             raise ValueError('HFBackbone needs checkpoint=<Hugging Face folder> or config=dict(model_type=...)')
         folder_norm = None

@@ -33,6 +33,8 @@ InjectStride = Union[int, Sequence[int], str]
 _ALIGN_MODES = ('mean_pad', 'conv')
 # Default norm of align='conv' (never mutated: _build_norm copies it).
 _GN32 = dict(type='GN', num_groups=32)
+# align_norm_cfg's default, told apart from a value the config sets (which only align='conv' reads).
+_ALIGN_NORM_UNSET = object()
 
 
 class MasterAuxOutputs(NamedTuple):
@@ -167,7 +169,8 @@ class MasterAuxBackbone(BaseModule):
     the auxiliary's maps are aligned to the master's channel counts. Channel counts are read from the built encoders.
     :class:`~mmfusion.models.necks.MetricGuidedNeck` then assembles the fused pyramid.
 
-    Freezing is decided here too: ``freeze_auxiliary`` / ``freeze_master`` override the encoders' own ``frozen``. A
+    Freezing is decided here too: ``freeze_auxiliary`` / ``freeze_master`` set the encoders' ``frozen`` (an encoder
+    config stating another ``frozen`` is refused, naming the key that owns the decision). A
     frozen auxiliary has ``requires_grad=False``, stays in eval mode through ``.train()`` and runs under
     ``torch.no_grad()``; it must inject its own pretrained features, so an auxiliary with new, randomly initialised
     layers (e.g. a projecting pyramid) is refused.
@@ -199,7 +202,8 @@ class MasterAuxBackbone(BaseModule):
             :func:`mean_pad_channels`) or ``'conv'`` (a learned 1x1 conv followed by ``align_norm_cfg``).
             Default: 'mean_pad'.
         align_norm_cfg (:obj:`ConfigDict` or dict, optional): Norm after the 1x1 conv of ``align='conv'`` ('GN', 'BN',
-            'SyncBN' or None). Default: dict(type='GN', num_groups=32).
+            'SyncBN' or None); refused with ``align='mean_pad'``, which has no norm. Default: dict(type='GN',
+            num_groups=32) with ``align='conv'``.
         aux_dtype (str, optional): Keep the frozen auxiliary's weights in this dtype. ``'bfloat16'`` or
             ``'float16'``: half its resident weight memory; by default its forward runs in that dtype too, and its
             maps are cast back to the input's dtype (fast on GPUs with half precision, slower on CPUs without bf16
@@ -236,7 +240,7 @@ class MasterAuxBackbone(BaseModule):
                  freeze_master: bool = False,
                  freeze_auxiliary: bool = True,
                  align: str = 'mean_pad',
-                 align_norm_cfg: OptConfigType = _GN32,
+                 align_norm_cfg: OptConfigType = _ALIGN_NORM_UNSET,
                  aux_dtype: Optional[str] = None,
                  aux_compute_dtype: Optional[str] = None,
                  init_cfg: OptMultiConfig = None) -> None:
@@ -253,6 +257,11 @@ class MasterAuxBackbone(BaseModule):
         if align not in _ALIGN_MODES:
             raise ValueError(f'align={align!r} is not one of {_ALIGN_MODES}')
         self.align = align
+        if align_norm_cfg is _ALIGN_NORM_UNSET:
+            align_norm_cfg = _GN32
+        elif align != 'conv':
+            raise ValueError(f'align_norm_cfg={align_norm_cfg!r} is read only with align=\'conv\' (a learned 1x1 conv '
+                             f'and norm); align={align!r} is parameter-free: drop align_norm_cfg or set align=\'conv\'')
         self.freeze_master = bool(freeze_master)
         self.freeze_auxiliary = bool(freeze_auxiliary)
 
@@ -262,7 +271,7 @@ class MasterAuxBackbone(BaseModule):
         if self._master_skips:
             _set_owned(master_cfg, 'skip_strides', self.inject_strides, 'inject_stride', 'master')
         if _accepts(master_cls, 'frozen'):
-            master_cfg['frozen'] = self.freeze_master  # the fused backbone's switch wins over the encoder's own
+            _set_owned(master_cfg, 'frozen', self.freeze_master, 'freeze_master', 'master')
         self.master = MODELS.build(master_cfg)
         self.strides = _attr_tuple(self.master, 'out_strides', 'master')
         self.out_channels = _attr_tuple(self.master, 'out_channels', 'master')
@@ -305,7 +314,7 @@ class MasterAuxBackbone(BaseModule):
                             'it which strides to return')
         _set_owned(cfg, 'out_strides', strides, 'inject_stride', name)
         if _accepts(cls, 'frozen'):
-            cfg['frozen'] = self.freeze_auxiliary  # the fused backbone's switch wins over the encoder's own default
+            _set_owned(cfg, 'frozen', self.freeze_auxiliary, 'freeze_auxiliary', name)
         aux = MODELS.build(cfg)
         provided = _attr_tuple(aux, 'out_strides', name)
         _attr_tuple(aux, 'out_channels', name)

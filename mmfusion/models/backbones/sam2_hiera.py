@@ -74,7 +74,7 @@ class SAM2Hiera(VFMBackbone):
             are all pretrained). Defaults to True (the auxiliary's setting in the paper).
         output (str): ``'trunk'`` or ``'neck'``. Defaults to ``'trunk'``.
         neck_cfg (dict, optional): Overrides of the ``FpnNeck`` arguments in :data:`SAM2_NECK`. Defaults to None.
-        with_cp (bool): Gradient checkpointing per block when training (only matters when not frozen). Defaults to
+        with_cp (bool): Gradient checkpointing per block when training (refused with ``frozen=True``). Defaults to
             False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``, the same as ``checkpoint=PATH``.
             Defaults to None.
@@ -86,10 +86,11 @@ class SAM2Hiera(VFMBackbone):
         pad_multiple (int): The input is padded to a multiple of this.
 
     Example:
+        >>> import torch
         >>> from mmfusion.registry import MODELS
         >>> aux = MODELS.build(dict(type='mmfusion.SAM2Hiera', arch='base_plus', out_strides=(16, ),
-        ...                         checkpoint='checkpoints/sam2.1_hiera_base_plus.pt'))
-        >>> aux.init_weights()  # reads the checkpoint
+        ...                         checkpoint='checkpoints/sam2.1_hiera_base_plus.pt'))  # reads no file
+        >>> aux.init_weights()  # doctest: +SKIP
         >>> aux.out_channels, [tuple(f.shape) for f in aux(torch.randn(1, 3, 512, 1024))]
         ((448,), [(1, 448, 32, 64)])
     """
@@ -105,6 +106,7 @@ class SAM2Hiera(VFMBackbone):
                  with_cp: bool = False,
                  init_cfg=None):
         super().__init__(frozen=frozen, checkpoint=checkpoint, init_cfg=init_cfg)
+        self._check_with_cp(with_cp)
         self.arch = arch if isinstance(arch, str) else arch.get('preset')
         trunk_cfg = self._trunk_cfg(arch)
         if output not in ('trunk', 'neck'):

@@ -25,7 +25,8 @@ class MetricGuidedNeck(BaseModule):
     where the auxiliary goes.
 
     Args:
-        init_cfg (:obj:`ConfigDict` or dict or list, optional): Initialization config. Default: None.
+        init_cfg (:obj:`ConfigDict` or dict or list, optional): Refused: the neck has no parameters to initialise.
+            Default: None.
 
     Examples:
         >>> import torch
@@ -40,7 +41,10 @@ class MetricGuidedNeck(BaseModule):
     """
 
     def __init__(self, init_cfg: OptMultiConfig = None) -> None:
-        super().__init__(init_cfg=init_cfg)
+        if init_cfg is not None:
+            raise ValueError(f'MetricGuidedNeck has no parameters, so init_cfg={init_cfg!r} would initialise nothing; '
+                             'drop it (the fused backbone and the head own every weight)')
+        super().__init__(init_cfg=None)
 
     def forward(self, inputs) -> Tuple[Tensor, ...]:
         """Fuse the two pyramids.

@@ -165,3 +165,22 @@ def test_built_from_config_by_registry_name(model):
 def test_invalid_rate_is_rejected():
     with pytest.raises(ValueError, match='layer_decay_rate'):
         FusionOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=LR)), dict(layer_decay_rate=1.5))
+
+
+def test_every_embedding_has_no_weight_decay_whatever_its_name():
+    """detectron2 Mask2Former's rule (WEIGHT_DECAY_EMBED = 0) by type: an nn.Embedding no key names, as mmdet's
+    pixel decoder level_encoding, loses its decay; a Linear beside it keeps the optimizer's."""
+    model = nn.Module()
+    model.level_encoding = nn.Embedding(3, 8)
+    model.proj = nn.Linear(8, 8)
+    groups = groups_by_name(model, build(model, dict(custom_keys={})))
+    assert groups['level_encoding.weight'] == (LR, 0.0)
+    assert groups['proj.weight'] == (LR, WD)
+    stock = groups_by_name(model, build(model, dict(custom_keys={}), DefaultOptimWrapperConstructor))
+    assert stock['level_encoding.weight'] == (LR, WD)  # what MMEngine alone does
+
+
+def test_layer_decay_prefixes_without_a_decay_rate_are_refused():
+    with pytest.raises(ValueError, match=r'layer_decay_prefixes=\[.backbone.master.\].*layer_decay_rate is 1'):
+        FusionOptimWrapperConstructor(dict(optimizer=dict(type='AdamW', lr=LR)),
+                                      dict(layer_decay_prefixes=['backbone.master']))

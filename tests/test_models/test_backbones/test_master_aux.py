@@ -131,12 +131,23 @@ def test_freeze_auxiliary_false_trains_the_auxiliary():
     assert backbone.auxiliary.stem[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize('freeze', [True, False])
+def test_encoder_frozen_equal_to_the_switch_is_accepted(freeze):
+    backbone = MasterAuxBackbone(dict(DINO, frozen=False), dict(SAM2, frozen=freeze), inject_stride=16,
+                                 freeze_auxiliary=freeze)
+    assert backbone.auxiliary.frozen is freeze
+    assert all(p.requires_grad is not freeze for p in backbone.auxiliary.parameters())
+
+
+@pytest.mark.parametrize('role, switch', [('auxiliary', 'freeze_auxiliary'), ('master', 'freeze_master')])
 @pytest.mark.parametrize('own', [True, False])
-def test_freeze_auxiliary_wins_over_the_encoder_config(own):
-    trained = MasterAuxBackbone(DINO, dict(SAM2, frozen=own), inject_stride=16, freeze_auxiliary=False)
-    assert not trained.auxiliary.frozen and all(p.requires_grad for p in trained.auxiliary.parameters())
-    frozen = MasterAuxBackbone(DINO, dict(SAM2, frozen=own), inject_stride=16, freeze_auxiliary=True)
-    assert frozen.auxiliary.frozen and not any(p.requires_grad for p in frozen.auxiliary.parameters())
+def test_encoder_frozen_contradicting_the_switch_is_refused(role, switch, own):
+    """The fused backbone owns freezing: an encoder's own frozen= that disagrees names the key to set instead."""
+    cfgs = dict(master=dict(DINO), auxiliary=dict(SAM2))
+    cfgs[role]['frozen'] = own
+    with pytest.raises(ValueError, match=rf'{role}\.frozen={own} disagrees with the fused backbone\'s {switch}.*'
+                                         rf'set only model\.backbone\.{switch}'):
+        MasterAuxBackbone(cfgs['master'], cfgs['auxiliary'], inject_stride=16, **{switch: not own})
 
 
 def test_freeze_master_freezes_the_vit_and_trains_its_new_pyramid():

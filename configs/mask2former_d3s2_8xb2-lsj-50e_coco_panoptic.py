@@ -1,0 +1,9 @@
+# D3S2 COCO panoptic segmentation on mmdet's stock Mask2Former recipe instead of the paper's (8 GPUs x 2 images,
+# 100 queries, float32; the same LSJ 1024x1024 schedule: mmdet's mask2former_r50_8xb2-lsj-50e_coco-panoptic.py).
+#   tools/dist_train.sh configs/mask2former_d3s2_8xb2-lsj-50e_coco_panoptic.py 8
+_base_ = ['./mask2former_d3s2_coco_panoptic.py']
+
+model = dict(panoptic_head=dict(num_queries=100))
+train_dataloader = dict(batch_size=2)
+optim_wrapper = dict(type='OptimWrapper')
+auto_scale_lr = dict(base_batch_size=16)
