@@ -24,6 +24,7 @@ from mmfusion.engine.hooks.scef_hook import _fit
 from mmfusion.models.backbones import MasterAuxBackbone
 from mmfusion.models.necks import MetricGuidedNeck
 from mmfusion.utils.images import read_rgb
+from tests._stubs import StubPyramid
 from tests._tools import free_port
 
 from ._scef_models import MEAN, STD, FusionModel, Scenes, scene
@@ -244,3 +245,57 @@ def test_several_auxiliaries_profile_only_the_maps_that_exist():
     assert {name: strides for name, (_, strides) in pyramids.items()} == dict(
         master=(4, 32), auxiliary=(8, 16), fused=(4, 8, 16, 32))
     assert [tuple(f.shape[1:]) for f in pyramids['auxiliary'][0]] == [(6, 8, 16), (12, 4, 8)]
+
+
+# --- normalisation and strides ---------------------------------------------------------------------------------
+
+
+def _probe_input(model, images):
+    """What the master receives from a probe of ``images``."""
+    seen = []
+    handle = model.backbone.master.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        SCEFHook(batch_size=len(images))._profile(model.eval(), images)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_probes_are_normalised_with_the_preprocessors_values():
+    """A preprocessor with other values than ImageNet's (here 0-255 to [-1, 1]) is followed, not ImageNet's."""
+    from mmengine.model import ImgDataPreprocessor
+    model = FusionModel()
+    model.data_preprocessor = ImgDataPreprocessor(mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=True)
+    images = torch.stack([scene(0), scene(1)])
+    torch.testing.assert_close(_probe_input(model, images), (images.float() - 127.5) / 127.5)
+
+
+def test_probes_are_raw_pixels_when_the_preprocessor_does_not_normalise():
+    from mmengine.model import BaseDataPreprocessor, ImgDataPreprocessor
+    images = torch.stack([scene(2)])
+    for pre in (ImgDataPreprocessor(), BaseDataPreprocessor()):  # mean=None; no normalisation at all
+        model = FusionModel()
+        model.data_preprocessor = pre
+        assert torch.equal(_probe_input(model, images), images.float()), type(pre).__name__
+
+
+def test_plain_backbone_strides_come_from_its_out_strides():
+    model = torch.nn.Module()
+    model.backbone = StubPyramid(out_strides=(4, 8, 16))
+    pyramids = SCEFHook()._pyramids(model, torch.rand(1, 3, 64, 128))
+    assert list(pyramids) == ['backbone'] and pyramids['backbone'][1] == (4, 8, 16)
+    assert [tuple(f.shape[-2:]) for f in pyramids['backbone'][0]] == [(16, 32), (8, 16), (4, 8)]
+
+
+def test_plain_backbone_without_out_strides_is_refused():
+    """The strides are never guessed from the number of maps."""
+    class FourMaps(torch.nn.Module):
+        def forward(self, x):
+            return tuple(x[..., ::s, ::s] for s in (4, 8, 16, 32))
+
+    model = torch.nn.Module()
+    model.backbone = FourMaps()
+    with pytest.raises(RuntimeError) as info:
+        SCEFHook()._pyramids(model, torch.rand(1, 3, 64, 128))
+    assert str(info.value) == ('SCEFHook: FourMaps returns 4 maps but has no out_strides attribute to say their '
+                               'strides; set out_strides on the backbone (one stride per map, increasing)')
