@@ -23,3 +23,6 @@ strategy = dict(
         use_orig_params=True,
         auto_wrap_policy=dict(type='mmfusion.fusion_wrap_policy', layer_classes=['DINOv3ViTLayer'])),
     state_dict_cfg='full')
+# The recipe's AMP (float16 autocast, dynamic loss scale) with FSDP's sharded gradients: MMEngine's AmpOptimWrapper
+# then scales the loss with torch's ShardedGradScaler.
+optim_wrapper = dict(use_fsdp=True)

@@ -23,3 +23,6 @@ model = dict(
 # bf16 compute and communication of the parameters; gradients are reduced and the weights kept in float32.
 strategy = dict(
     model_wrapper=dict(mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32', buffer_dtype='float32')))
+# The recipe's AMP autocasts to bfloat16 here, the dtype FSDP gathers the parameters in (float16 autocast would recast
+# bf16 weights); the dynamic loss scale it keeps never overflows in bf16's float32 range.
+optim_wrapper = dict(dtype='bfloat16')

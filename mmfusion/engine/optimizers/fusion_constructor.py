@@ -84,9 +84,9 @@ class FusionOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if self.layer_decay_rate != 1 and self.base_lr is None:
             raise ValueError('layer_decay_rate needs optimizer.lr')
         if self.layer_decay_prefixes is not None and self.layer_decay_rate == 1:
-            raise ValueError(f'layer_decay_prefixes={list(self.layer_decay_prefixes)} selects modules for layer-wise lr '
-                             'decay, but layer_decay_rate is 1 (no decay): set paramwise_cfg.layer_decay_rate < 1 or '
-                             'drop layer_decay_prefixes')
+            raise ValueError(f'layer_decay_prefixes={list(self.layer_decay_prefixes)} selects modules for layer-wise '
+                             'lr decay, but layer_decay_rate is 1 (no decay): set paramwise_cfg.layer_decay_rate < 1 '
+                             'or drop layer_decay_prefixes')
         self._frozen_skipped = 0
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', is_dcn_module=None) -> None:

@@ -115,11 +115,11 @@ class VFMBackbone(BaseModule):
         self.checkpoint = checkpoint
 
     def _check_with_cp(self, with_cp: bool) -> None:
-        """Refuse activation checkpointing of a frozen trunk: it runs under no_grad, with no backward to recompute for."""
+        """Refuse activation checkpointing of a frozen trunk: it runs under no_grad, with no backward to recompute."""
         if with_cp and self.frozen:
-            raise ValueError(f'{type(self).__name__}: with_cp=True checkpoints activations for the backward pass, but '
-                             'frozen=True runs the trunk under no_grad (nothing to recompute); drop with_cp or unfreeze '
-                             'the encoder (in a fused backbone: freeze_master / freeze_auxiliary)')
+            raise ValueError(f'{type(self).__name__}: with_cp=True checkpoints activations for the backward pass, '
+                             'but frozen=True runs the trunk under no_grad (nothing to recompute); drop with_cp or '
+                             'unfreeze the encoder (in a fused backbone: freeze_master / freeze_auxiliary)')
 
     def pretrained_parameters(self):
         """``(name, parameter)`` of the trunk, the parameters the checkpoint provides."""
