@@ -18,6 +18,7 @@ import torch, mmcv, mmcv.ops, mmengine, mmdet, mmseg, sam2, panopticapi  # noqa:
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
 from transformers import DINOv3ViTConfig, DINOv3ViTModel  # noqa: F401
 from sam2.modeling.backbones.hieradet import Hiera  # noqa: F401
+import onnx, onnxruntime  # noqa: F401  (requirements/deploy.txt)
 import mmfusion  # noqa: F401
 print(f'stack ok: torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__} (ops), '
       f'mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, '
@@ -57,9 +58,9 @@ else
   log "mmcv done in $((SECONDS - t1)) s"
 fi
 
-log "runtime deps, mmengine/mmdet/mmseg, test and optional deps"
+log "runtime deps, mmengine/mmdet/mmseg, test, optional and deployment (onnx, onnxruntime) deps"
 "${PIP[@]}" -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/mminstall.txt" \
-  -r "$ROOT/requirements/optional.txt" -r "$ROOT/requirements/tests.txt"
+  -r "$ROOT/requirements/optional.txt" -r "$ROOT/requirements/tests.txt" -r "$ROOT/requirements/deploy.txt"
 
 log "sam2 1.1.0 (no CUDA extension, no second torch) and panopticapi, without their declared deps"
 SAM2_BUILD_CUDA=0 "${PIP[@]}" -q --no-deps --no-build-isolation -r "$ROOT/requirements/sam2.txt"

@@ -1,0 +1,326 @@
+"""ONNX export (tools/deployment/pytorch2onnx.py) and ONNX Runtime inference (tools/deployment/onnx_infer.py) of
+tiny configs of each task, exported inside the test: ONNX Runtime predicts what PyTorch predicts.
+
+Raw outputs within 1e-3 of their scale; semantic label maps equal on >= 99.9 % of the pixels; instance / panoptic the
+same kept queries (labels, scores) with mask IoU >= 0.99; only standard ONNX operators (GridSample for the deformable
+attention); the post-processing both paths share reproduces PyTorch's ``predict`` exactly; and the two tools write
+the same ``pred/`` files for the demo's model.
+"""
+import copy
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
+from tests._fusion_cfg import shrink_fusion_model
+from tests._tools import load_tool
+
+onnx = pytest.importorskip('onnx')
+ort = pytest.importorskip('onnxruntime')
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = {
+    'semantic': 'configs/mask2former_d3s2_cityscapes_semantic.py',
+    'instance': 'configs/mask2former_d3s2_cityscapes.py',
+    'panoptic': 'configs/mask2former_d3s2_cityscapes_panoptic.py',
+    'baseline': 'configs/baselines/mask2former_d3_cityscapes.py',  # single encoder (DINOv3), instance
+}
+SIZE = (64, 128)  # (h, w) of the test images and of the tiny models' test size
+REL_TOL = 1e-3
+CLASS_GAIN, MASK_GAIN = 20.0, 10.0  # scale of the random head's class and mask projections (see save_checkpoint)
+
+
+def set_test_size(cfg, size):
+    """The test pipeline's Resize at ``size`` (h, w), wherever the step sits."""
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if str(step['type']).endswith('Resize'):
+            step['scale'] = (size[1], size[0])
+    return cfg
+
+
+def tiny_config(name, out_dir):
+    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
+    shrink_fusion_model(cfg.model)
+    set_test_size(cfg, SIZE)
+    path = osp.join(out_dir, f'tiny_{name}.py')
+    cfg.dump(path)
+    return path
+
+
+def save_checkpoint(config, path, seed=0):
+    """Weights as tools/train.py writes them (state_dict + dataset_meta), of a freshly built (random) model."""
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    head = getattr(model, 'decode_head', None) or model.panoptic_head
+    with torch.no_grad():  # peaked class scores and sharp masks: random heads give one class everywhere otherwise
+        head.cls_embed.weight.mul_(CLASS_GAIN)
+        head.mask_embed[-1].weight.mul_(MASK_GAIN)
+    meta = dict(dataset_meta=dict(classes=tuple(f'c{i}' for i in range(_num_classes(cfg))),
+                                  palette=[(i * 12 % 256, i * 40 % 256, i * 70 % 256) for i in
+                                           range(_num_classes(cfg))]))
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
+    return path
+
+
+def _num_classes(cfg):
+    head = cfg.model.get('decode_head') or cfg.model.get('panoptic_head')
+    return head['num_classes'] if 'num_classes' in head else head['num_things_classes'] + head['num_stuff_classes']
+
+
+def write_image(path, size=SIZE, seed=0):
+    """A street-like picture (smooth regions and edges; noise alone gives no confident masks)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2] = (200, 150, 90)
+    img[h // 2:] = (60, 60, 60)
+    for _ in range(4):
+        x, y = rng.integers(0, w - 16), rng.integers(0, h - 16)
+        img[y:y + 16, x:x + rng.integers(8, 24)] = rng.integers(0, 255, 3)
+    img = np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), img)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def export_tool():
+    return load_tool('deployment/pytorch2onnx.py')
+
+
+@pytest.fixture(scope='module')
+def infer_tool():
+    return load_tool('deployment/onnx_infer.py')
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory, export_tool):
+    """name -> (config, checkpoint, onnx, export result) for the tiny semantic, instance and panoptic models."""
+    done = {}
+
+    def get(name, extra=()):
+        key = (name, tuple(extra))
+        if key not in done:
+            folder = str(tmp_path_factory.mktemp(name))
+            config = tiny_config(name, folder)
+            ckpt = save_checkpoint(config, osp.join(folder, 'tiny.pth'))
+            out = osp.join(folder, 'model.onnx')
+            result = export_tool.main([config, ckpt, '--out', out, *extra])
+            done[key] = (config, ckpt, out, result)
+        return done[key]
+
+    return get
+
+
+def preprocessed(inferencer, image):
+    """The collated batch the stock inferencer feeds its model for ``image`` (mmdet's preprocess also yields the
+    original inputs, mmseg's only the batch)."""
+    item, = list(inferencer._inferencer.preprocess([image], batch_size=1))
+    return item[1] if isinstance(item, (tuple, list)) else item
+
+
+def torch_and_ort(config, ckpt, onnx_file, image):
+    """Both models on the same preprocessed image: (PyTorch raw outputs, ORT raw outputs, PyTorch predictions,
+    ORT predictions)."""
+    from mmfusion.apis.inference import FusionInferencer
+    from mmfusion.deployment.export import ExportWrapper, model_task
+    from mmfusion.deployment.runtime import OnnxInferencer
+    pt = FusionInferencer(config, ckpt)
+    ox = OnnxInferencer(config, onnx_file)
+    data = preprocessed(pt, image)
+    model = pt._inferencer.model
+    batch = model.data_preprocessor(copy.deepcopy(data), False)
+    task = model_task(Config.fromfile(config))
+    with torch.no_grad():
+        raw_pt = ExportWrapper(model, task)(batch['inputs'])
+        raw_pt = [t.numpy() for t in (raw_pt if isinstance(raw_pt, tuple) else (raw_pt, ))]
+        pred_pt = model.test_step(copy.deepcopy(data))
+    raw_ort = ox.session.run(batch['inputs'])
+    pred_ort = ox._inferencer.model.test_step(copy.deepcopy(data))
+    return raw_pt, raw_ort, pred_pt, pred_ort
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def mask_iou(a, b):
+    a, b = a.bool(), b.bool()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def test_graph_has_only_standard_operators(exported):
+    from mmfusion.deployment.export import graph_domains, read_spec
+    config, _, path, result = exported('semantic')
+    proto = onnx.load(path)
+    ops = {n.op_type for n in proto.graph.node}
+    assert graph_domains(proto) == {''} and result['domains'] == ['']
+    assert 'GridSample' in ops  # the pixel decoder's multi-scale deformable attention, as a standard op
+    assert not any('Deform' in op for op in ops)
+    spec = read_spec(proto, path)
+    assert spec['task'] == 'semantic' and spec['input'] == ['input', 1, 3, *SIZE]
+    assert spec['dynamic'] == dict(batch=False, spatial=False)
+    assert spec['dataset_meta']['classes'][:2] == ['c0', 'c1'] and spec['outputs'] == ['seg_logits']
+    assert max(result['max_rel_diff'].values()) <= REL_TOL
+
+
+def test_semantic_ort_equals_pytorch(exported, tmp_path):
+    config, ckpt, path, _ = exported('semantic')
+    raw_pt, raw_ort, pred_pt, pred_ort = torch_and_ort(config, ckpt, path, write_image(tmp_path / 'a.png'))
+    assert raw_pt[0].shape == raw_ort[0].shape == (1, 19, *SIZE)
+    assert rel(raw_ort[0], raw_pt[0]) <= REL_TOL
+    a, b = pred_pt[0].pred_sem_seg.data, pred_ort[0].pred_sem_seg.data
+    assert a.shape == b.shape == (1, *SIZE)
+    assert (a == b).float().mean().item() >= 0.999
+    assert len(torch.unique(a)) > 1  # a real map, not one class everywhere
+
+
+@pytest.mark.parametrize('name', ['instance', 'baseline'])
+def test_instance_ort_equals_pytorch(exported, tmp_path, name):
+    config, ckpt, path, _ = exported(name)
+    raw_pt, raw_ort, pred_pt, pred_ort = torch_and_ort(config, ckpt, path, write_image(tmp_path / 'a.png'))
+    for o, t in zip(raw_ort, raw_pt):
+        assert o.shape == t.shape and rel(o, t) <= REL_TOL
+    a, b = pred_pt[0].pred_instances, pred_ort[0].pred_instances
+    assert len(a) == len(b) == 5  # max_per_image of the tiny config
+    assert torch.equal(a.labels, b.labels)
+    assert torch.allclose(a.scores, b.scores, atol=1e-4)
+    for ma, mb in zip(a.masks, b.masks):
+        if ma.any() or mb.any():
+            assert mask_iou(ma, mb) >= 0.99
+    assert any(m.any() for m in a.masks)
+
+
+def test_panoptic_ort_equals_pytorch(exported, tmp_path):
+    from mmdet.models.seg_heads.panoptic_fusion_heads import MaskFormerFusionHead  # noqa: F401
+    config, ckpt, path, _ = exported('panoptic')
+    raw_pt, raw_ort, pred_pt, pred_ort = torch_and_ort(config, ckpt, path, write_image(tmp_path / 'a.png'))
+    for o, t in zip(raw_ort, raw_pt):
+        assert rel(o, t) <= REL_TOL
+    a, b = pred_pt[0].pred_panoptic_seg.sem_seg[0], pred_ort[0].pred_panoptic_seg.sem_seg[0]
+    ids = torch.unique(a)
+    assert torch.equal(ids, torch.unique(b))  # the same kept segments (query labels and instance ids)
+    for i in ids:
+        assert mask_iou(a == i, b == i) >= 0.99
+    assert (a == b).float().mean().item() >= 0.999
+
+
+def test_second_size_and_dynamic_batch_match_pytorch(exported, tmp_path):
+    """Exported at a second size (--shape 96 160) with a dynamic batch (--dynamic batch): the same as PyTorch at that
+    size, through the whole prediction, and on a batch of two."""
+    size2 = (96, 160)
+    config, ckpt, path, result = exported('semantic', extra=('--shape', *map(str, size2), '--dynamic', 'batch'))
+    assert result['spec']['dynamic'] == dict(batch=True, spatial=False)
+    assert max(result['dynamic_rel_diff'].values()) <= REL_TOL  # the tool's own check at batch 2
+    cfg = set_test_size(Config.fromfile(config), size2)
+    config2 = str(tmp_path / 'second_size.py')
+    cfg.dump(config2)
+    raw_pt, raw_ort, pred_pt, pred_ort = torch_and_ort(config2, ckpt, path,
+                                                      write_image(tmp_path / 'b.png', size=size2, seed=1))
+    assert raw_ort[0].shape == (1, 19, *size2) and rel(raw_ort[0], raw_pt[0]) <= REL_TOL
+    a, b = pred_pt[0].pred_sem_seg.data, pred_ort[0].pred_sem_seg.data
+    assert (a == b).float().mean().item() >= 0.999
+
+    from mmfusion.apis.inference import FusionInferencer
+    from mmfusion.deployment.export import ExportWrapper
+    from mmfusion.deployment.runtime import OrtSession
+    model = FusionInferencer(config, ckpt)._inferencer.model
+    x = torch.randn(2, 3, *size2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = ExportWrapper(model, 'semantic')(x).numpy()
+    out, = OrtSession(path).run(x)
+    assert out.shape == (2, 19, *size2) and rel(out, ref) <= REL_TOL
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.999
+
+
+def test_dynamic_size_is_refused_naming_what_is_static(exported, export_tool, tmp_path, capsys):
+    """The shipped encoders pad and window with Python size arithmetic that the TorchScript exporter records as
+    constants: --dynamic (batch, height, width) is checked at another size, refused in one line naming the sizes
+    that stay static and where they were fixed, and nothing is written."""
+    config, ckpt, _, _ = exported('semantic')
+    out = tmp_path / 'dyn.onnx'
+    with pytest.raises(SystemExit) as e:
+        export_tool.main([config, ckpt, '--out', str(out), '--dynamic'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith('error: --dynamic all: the graph of ') and 'keeps the height and width it was traced at ' \
+        '(1x3x64x128) (sizes fixed at mmfusion/models/backbones/base_vfm.py:' in err
+    assert 'checked at 2x3x96x192, ONNX Runtime ' in err and '(--dynamic batch gives a dynamic batch)' in err
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left
+
+
+@pytest.mark.parametrize('name', ['semantic', 'instance'])
+def test_shared_postprocessing_reproduces_pytorch_predict(exported, tmp_path, name):
+    """The post-processing the ONNX path runs (mmfusion.deployment.postprocess) on PyTorch's own raw outputs gives
+    exactly PyTorch's predict: the two paths differ only in the graph."""
+    from mmfusion.apis.inference import FusionInferencer
+    from mmfusion.deployment.export import ExportWrapper
+    from mmfusion.deployment.postprocess import build_fusion_head, det_postprocess, seg_postprocess
+    config, ckpt, _, _ = exported(name)
+    pt = FusionInferencer(config, ckpt)
+    data = preprocessed(pt, write_image(tmp_path / 'a.png'))
+    model = pt._inferencer.model
+    batch = model.data_preprocessor(copy.deepcopy(data), False)
+    with torch.no_grad():
+        stock = model.predict(batch['inputs'], copy.deepcopy(batch['data_samples']))
+        raw = ExportWrapper(model, name)(batch['inputs'])
+    samples = copy.deepcopy(batch['data_samples'])
+    if name == 'semantic':
+        ours = seg_postprocess(raw, samples, model.align_corners, getattr(model.decode_head, 'threshold', None))
+        assert torch.equal(ours[0].pred_sem_seg.data, stock[0].pred_sem_seg.data)
+        assert torch.equal(ours[0].seg_logits.data, stock[0].seg_logits.data)
+    else:
+        ours = det_postprocess(raw[0], raw[1], samples, build_fusion_head(Config.fromfile(config).model))
+        for key in ('labels', 'scores', 'masks', 'bboxes'):
+            assert torch.equal(getattr(ours[0].pred_instances, key), getattr(stock[0].pred_instances, key)), key
+
+
+@pytest.fixture(scope='module')
+def demo_model(tmp_path_factory):
+    """The demo's config (tools/demo.py, configs/demo/...semantic_demo.py) at its --smoke size: the smoke
+    encoders (DINOv3 / SAM2.1 Hiera of the real architectures, toy widths), the smoke head, 64x128 images."""
+    demo = load_tool('demo.py')
+    folder = tmp_path_factory.mktemp('demo')
+    cfg = Config.fromfile(demo.DEMO_CONFIG)
+    for enc, name in ((cfg.model.backbone.master, 'dinov3'), (cfg.model.backbone.auxiliary, 'sam2')):
+        enc.arch = demo.SMOKE_ARCH[name]
+    cfg.model.backbone.master.pyramid = dict(type='paper', project=False)
+    from mmfusion.registry import MODELS
+    channels = MODELS.build(copy.deepcopy(cfg.model.backbone.to_dict())).out_channels
+    cfg.model.decode_head.update(in_channels=list(channels), num_queries=10)
+    cfg.model.decode_head.transformer_decoder.num_layers = 1
+    set_test_size(cfg, SIZE)
+    config = str(folder / 'demo_smoke.py')
+    cfg.dump(config)
+    ckpt = save_checkpoint(config, str(folder / 'demo.pth'), seed=1)
+    return config, ckpt, str(folder)
+
+
+def test_demo_model_same_pred_files_through_both_tools(demo_model, export_tool, infer_tool, tmp_path, capsys):
+    config, ckpt, folder = demo_model
+    onnx_file = osp.join(folder, 'demo.onnx')
+    export_tool.main([config, ckpt, '--out', onnx_file])
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    for i in range(3):
+        write_image(images / f'img{i}.png', seed=i)
+    (images / 'broken.jpg').write_bytes(b'not an image')
+    res_pt = load_tool('infer.py').main([config, ckpt, str(images), '--out-dir', str(tmp_path / 'pt')])
+    res_ort = infer_tool.main([config, onnx_file, str(images), '--out-dir', str(tmp_path / 'ort')])
+    assert res_pt['skipped'] == res_ort['skipped'] and len(res_ort['skipped']) == 1
+    for sub in ('vis', 'pred'):
+        names = sorted(p.name for p in (tmp_path / 'pt' / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / 'ort' / sub).iterdir()) and len(names) == 3, sub
+    for name in sorted(p.name for p in (tmp_path / 'pt' / 'pred').iterdir()):
+        a = cv2.imread(str(tmp_path / 'pt' / 'pred' / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / 'ort' / 'pred' / name), cv2.IMREAD_UNCHANGED)
+        assert a.shape == b.shape == SIZE and (a == b).mean() >= 0.999
+    assert (tmp_path / 'ort' / '.mmfusion-infer').is_file()
+    assert 'wrote overlays of 3 image(s)' in capsys.readouterr().out

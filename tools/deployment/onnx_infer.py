@@ -1,0 +1,72 @@
+"""Run an exported mmfusion model (tools/deployment/pytorch2onnx.py) with ONNX Runtime on an image, a folder of
+images or a video: the same outputs as tools/infer.py, without PyTorch weights.
+
+    python tools/deployment/onnx_infer.py CONFIG FILE.onnx INPUT --out-dir outputs/ [--device cpu|cuda]
+        [--threads N] [--max-side 4096] [--max-frames N] [--cfg-options ...] [--debug]
+
+CONFIG is the config the file was exported from: its test pipeline, data preprocessor and post-processing settings
+are used, nothing is built from its backbone or head and no checkpoint is read (class names and palette come from
+the file). Outputs as tools/infer.py writes them: OUT_DIR/vis/ overlays, OUT_DIR/pred/ label maps (semantic) or
+OUT_DIR/preds/ (instance/panoptic), OUT_DIR/<name>_overlay.mp4 for a video; OUT_DIR must be new, empty, or an
+earlier OUT_DIR of tools/infer.py or of this tool. Unreadable images in a folder are skipped with a warning.
+--device cuda uses ONNX Runtime's CUDA execution provider (onnxruntime-gpu).
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import DictAction
+
+from mmfusion.apis.inference import DEFAULT_MAX_SIDE, VIDEO_EXTS
+from mmfusion.apis.runner_utils import add_debug_arg, run_tool
+from mmfusion.utils.errors import UserError
+from mmfusion.utils.fileio import claim_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('onnx', help='the .onnx written by tools/deployment/pytorch2onnx.py')
+    parser.add_argument('input', help='image, folder of images, or video')
+    parser.add_argument('--out-dir', default='outputs', help='output folder (new, empty, or made by an infer tool)')
+    parser.add_argument('--device', default='cpu', help='cpu, or cuda[:N] (ONNX Runtime CUDA execution provider)')
+    parser.add_argument('--threads', type=int, default=None, help='ONNX Runtime intra-op threads (default: all)')
+    parser.add_argument('--max-frames', type=int, default=None, help='video: stop after this many frames')
+    parser.add_argument('--max-side', type=int, default=DEFAULT_MAX_SIDE,
+                        help=f'images with a longer side are read downscaled (default: {DEFAULT_MAX_SIDE} px)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_debug_arg(parser)
+    return parser.parse_args(argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
+    if not osp.exists(args.input):
+        raise UserError(f'input not found: {args.input}; pass an image, a folder of images or a video')
+    if not osp.isfile(args.onnx):
+        raise UserError(f'ONNX file not found: {args.onnx}; export one with tools/deployment/pytorch2onnx.py')
+    claim_dir(args.out_dir, 'infer', '--out-dir', create=False)  # refuse a user's folder before loading
+    from mmfusion.deployment.runtime import OnnxInferencer
+    infer = OnnxInferencer(args.config, args.onnx, device=args.device, cfg_options=args.cfg_options,
+                           max_side=args.max_side, threads=args.threads)
+    claim_dir(args.out_dir, 'infer', '--out-dir')
+    if args.input.lower().endswith(VIDEO_EXTS):
+        out = osp.join(args.out_dir, osp.splitext(osp.basename(args.input))[0] + '_overlay.mp4')
+        n = infer.video(args.input, out, max_frames=args.max_frames)
+        print(f'wrote {out} ({n} frames)')
+        return dict(video=out, frames=n)
+    result = infer(args.input, out_dir=args.out_dir)
+    done = len(result['predictions'])
+    skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
+    print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped} '
+          f'(ONNX Runtime: {", ".join(p if isinstance(p, str) else p[0] for p in infer.session.providers)})')
+    return result
+
+
+def main(argv=None):
+    """Predict with ONNX Runtime; returns the inferencer's result. Expected failures print one ``error:`` line and
+    exit with 2."""
+    return run_tool(_main, argv)
+
+
+if __name__ == '__main__':
+    main()
