@@ -61,7 +61,9 @@ def _components():
     import mmfusion.models  # noqa: F401
     found = {}
     for reg in (registry.MODELS, registry.HOOKS, registry.METRICS, registry.OPTIM_WRAPPER_CONSTRUCTORS):
-        found.update({name: cls for name, cls in reg.module_dict.items() if inspect.isclass(cls)})
+        # Only the package's own (tests register stubs into the same registries).
+        found.update({name: cls for name, cls in reg.module_dict.items()
+                      if inspect.isclass(cls) and cls.__module__.startswith('mmfusion.')})
     found.pop('SafeCheckpointHook')  # MMEngine's CheckpointHook arguments
     return found
 
@@ -138,3 +140,12 @@ def test_the_modes_refused_are_real_modes():
                        align='conv', align_norm_cfg=dict(type='BN'))).align_convs['16'][1].__class__ is nn.BatchNorm2d
     assert _constructor(dict(layer_decay_rate=0.8, layer_decay_prefixes=['backbone.master'])).layer_decay_prefixes \
         == ('backbone.master', )
+
+
+@pytest.mark.parametrize('kwargs, words', [(dict(log_keys=('SC', 'XX')), "log_keys ['XX'] are not profile metrics"),
+                                           (dict(preset='fast'), "preset='fast' is not an EF preset")])
+def test_scef_hook_values_that_would_log_nothing_are_refused(kwargs, words):
+    from mmfusion.engine.hooks import SCEFHook
+    with pytest.raises(ValueError, match=re.escape(words)):
+        SCEFHook(**kwargs)
+    assert SCEFHook(log_keys=('SC', 'EF', 'EC'), preset='selection').log_keys == ('SC', 'EF', 'EC')

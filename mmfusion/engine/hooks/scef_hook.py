@@ -17,7 +17,7 @@ from mmengine.hooks import Hook, LoggerHook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from mmfusion.metrics import DEFAULT_STRIDES, ProfileAccumulator, save_profile
+from mmfusion.metrics import DEFAULT_STRIDES, METRIC_KEYS, PRESETS, ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
 from mmfusion.utils.images import list_images, normalize, read_rgb
 from mmfusion.utils.normalisation import IMAGENET, preprocessor_normalisation
@@ -109,6 +109,12 @@ class SCEFHook(Hook):
                  log_keys: Sequence[str] = ('SC', 'EF')) -> None:
         if interval < 1 or num_probes < 1 or batch_size < 1:
             raise ValueError('interval, num_probes and batch_size must be positive')
+        # Keys or a preset the profile does not have would silently log nothing (or fail at the first probe).
+        unknown = [k for k in log_keys if k not in METRIC_KEYS]
+        if unknown:
+            raise ValueError(f'SCEFHook log_keys {unknown} are not profile metrics; choose among {list(METRIC_KEYS)}')
+        if preset not in PRESETS:
+            raise ValueError(f'SCEFHook preset={preset!r} is not an EF preset; choose one of {sorted(PRESETS)}')
         if probe_images is not None and not osp.isdir(probe_images):
             raise FileNotFoundError(f'probe_images={probe_images!r} is not a folder; give a folder of images or None '
                                     'to take the first training images')
