@@ -244,18 +244,21 @@ def _accelerator_available() -> bool:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Mixed precision the MMEngine way (AmpOptimWrapper, dynamic loss scale).
+    """Mixed precision the MMEngine way (AmpOptimWrapper, dynamic loss scale), for a config that trains in float32
+    (the stock-schedule configs; the paper configs train with AMP already).
 
     Raises:
+        UserError: the config already trains with AMP (the flag would do nothing).
         UserError: no GPU is visible. MMEngine's AmpOptimWrapper asserts a GPU (or NPU/MLU/MUSA), whatever its
             ``dtype`` (bfloat16 included), so there is no CPU mixed precision to fall back to.
     """
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':  # the paper configs: the flag would change nothing
+        raise UserError(f'--amp: {cfg.filename or "the config"} already trains with AMP (optim_wrapper.type='
+                        "'AmpOptimWrapper', the paper's recipe); drop --amp")
     if not _accelerator_available():
         raise UserError('--amp needs a GPU: MMEngine\'s AmpOptimWrapper (float16 or bfloat16) runs only on '
                         'CUDA/NPU/MLU/MUSA devices and none is visible; drop --amp to train in float32 on the CPU')
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
-        return
     if wrapper != 'OptimWrapper':
         raise UserError(f'--amp needs optim_wrapper.type OptimWrapper or AmpOptimWrapper, got {wrapper!r}; drop --amp '
                         'or change optim_wrapper.type')
