@@ -185,8 +185,9 @@ class OnnxInferencer(FusionInferencer):
         task = model_task(cfg, name)
         session = OrtSession(onnx_file, device=device, threads=threads)
         if session.spec['task'] != task:
-            raise UserError(f'{onnx_file} was exported for {session.spec["task"]} segmentation but {name} is a '
-                            f'{task} config; pass the config it was exported from ({session.spec.get("config")})')
+            raise UserError(f'{onnx_file} was exported for {session.spec["task"]} segmentation, but {name} is a '
+                            f'config for {task} segmentation; pass the config it was exported from '
+                            f'({session.spec.get("config")})')
         self.session = session
         self._mixin = type('OrtModelLoader', (_OrtModelLoader, ), {'_session': session})
         super().__init__(cfg, None, device='cpu', max_side=max_side)

@@ -324,3 +324,95 @@ def test_demo_model_same_pred_files_through_both_tools(demo_model, export_tool, 
         assert a.shape == b.shape == SIZE and (a == b).mean() >= 0.999
     assert (tmp_path / 'ort' / '.mmfusion-infer').is_file()
     assert 'wrote overlays of 3 image(s)' in capsys.readouterr().out
+
+
+# --- bad inputs: one line ``error: <problem>; <fix>``, exit status 2, nothing written (docs/bad_inputs.md) -------
+
+
+def _one_line(capsys, call):
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith('error: ') and 'Traceback' not in '\n'.join(err)
+    return err[-1]
+
+
+@pytest.fixture
+def bad(tmp_path):
+    """A folder with an image, a checkpoint-shaped file that is not one, a corrupt .onnx and a foreign .onnx."""
+    from onnx import TensorProto, helper
+    write_image(tmp_path / 'a.png')
+    (tmp_path / 'not_a_checkpoint.pth').write_bytes(b'this is no checkpoint')
+    (tmp_path / 'corrupt.onnx').write_bytes(b'\x08\x07garbage' * 10)
+    graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'g',
+                              [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / 'foreign.onnx'))
+    return tmp_path
+
+
+def test_export_bad_inputs(exported, export_tool, bad, capsys):
+    config, ckpt, path, _ = exported('semantic')
+    out = str(bad / 'm.onnx')
+
+    def run(*args):
+        return _one_line(capsys, lambda: export_tool.main(list(args)))
+
+    assert run(config, str(bad / 'none.pth'), '--out', out) == \
+        f'error: checkpoint not found: {bad / "none.pth"}; pass the .pth written by tools/train.py'
+    assert run(config, str(bad / 'not_a_checkpoint.pth'), '--out', out) == \
+        f'error: checkpoint {bad / "not_a_checkpoint.pth"} is not a PyTorch checkpoint; pass a .pth written by ' \
+        'tools/train.py'
+    assert run(config, ckpt, '--out', path) == \
+        f'error: {path} already exists; pass --out a new file name, or --overwrite to replace it (nothing was ' \
+        'overwritten)'
+    assert run(config, ckpt, '--out', str(bad / 'm.bin')) == f'error: --out {bad / "m.bin"} must end with .onnx'
+    assert run(config, ckpt, '--out', out, '--cfg-options', 'model.decode_head.type=FCNHead') == \
+        f'error: {config}: model EncoderDecoder with decode head FCNHead is not supported for ONNX export; ' \
+        'tools/deployment/ exports Mask2Former models: mmseg EncoderDecoder + Mask2FormerHead (semantic) or mmdet ' \
+        'Mask2Former (instance, panoptic)'
+    assert run(config, ckpt, '--out', out, '--cfg-options', 'model.test_cfg.mode=slide').startswith(
+        f"error: {config}: model.test_cfg.mode='slide' is not supported for ONNX export")
+    assert run(config, ckpt, '--out', out, '--opset', '15') == \
+        'error: --opset 15: multi-scale deformable attention needs GridSample, which ONNX has from opset 16; pass ' \
+        '--opset 16 or higher (default 17)'
+    assert run(config, ckpt, '--out', out, '--cfg-options', 'model.backbone.aux_dtype=qint8').startswith(
+        f"error: {config}: model.backbone.aux_dtype='qint8' runs PyTorch's own int8 kernels")
+    assert not osp.exists(out) and not osp.exists(bad / 'm.bin')
+    assert sorted(p.name for p in bad.iterdir()) == ['a.png', 'corrupt.onnx', 'foreign.onnx', 'not_a_checkpoint.pth']
+
+
+def test_onnx_infer_bad_inputs(exported, infer_tool, bad, tmp_path_factory, capsys):
+    config, _, path, _ = exported('semantic')
+    inst_config = tiny_config('instance', str(tmp_path_factory.mktemp('inst_cfg')))
+    image, out = str(bad / 'a.png'), str(bad / 'out')
+
+    def run(*args):
+        return _one_line(capsys, lambda: infer_tool.main(list(args)))
+
+    assert run(config, str(bad / 'none.onnx'), image, '--out-dir', out) == \
+        f'error: ONNX file not found: {bad / "none.onnx"}; export one with tools/deployment/pytorch2onnx.py'
+    assert run(config, str(bad / 'corrupt.onnx'), image, '--out-dir', out).startswith(
+        f'error: cannot read {bad / "corrupt.onnx"} as an ONNX model (')
+    assert run(config, str(bad / 'foreign.onnx'), image, '--out-dir', out) == \
+        f"error: {bad / 'foreign.onnx'} has no mmfusion export record (metadata 'mmfusion'): it was not written by " \
+        'tools/deployment/pytorch2onnx.py; export the model with it'
+    assert run(inst_config, path, image, '--out-dir', out) == \
+        f'error: {path} was exported for semantic segmentation, but {inst_config} is a config for instance ' \
+        f'segmentation; pass the config it was exported from ({config})'
+    assert run(config, path, image, '--out-dir', out, '--device', 'cuda').startswith(
+        'error: --device cuda: this onnxruntime has no CUDA execution provider (available: ')
+    square = write_image(bad / 'square.png', size=(64, 64))  # Resize keeps it 64x64: not the graph's 64x128
+    assert run(config, path, square, '--out-dir', out) == \
+        f'error: {square} reaches the model as 64x64 px, but {path} was exported with a static input size of ' \
+        '64x128 px; export it again with --shape 64 64 for this size'
+    assert run(config, path, str(bad / 'none.png'), '--out-dir', out) == \
+        f'error: input not found: {bad / "none.png"}; pass an image, a folder of images or a video'
+    user = bad / 'mine'
+    user.mkdir()
+    (user / 'notes.txt').write_text('mine')
+    assert run(config, path, image, '--out-dir', str(user)) == \
+        f'error: --out-dir {user} is a folder that mmfusion did not create (no .mmfusion-infer in it) and it is not ' \
+        'empty; pass --out-dir a new or empty folder (nothing was changed)'
+    assert [p.name for p in user.iterdir()] == ['notes.txt']
