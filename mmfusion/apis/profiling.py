@@ -299,7 +299,9 @@ def config_normalisation(config: str | None) -> tuple[Normalisation, str]:
     return (tuple(mean), tuple(std)), source
 
 
-def check_encoder_normalisation(name: str, model, norm: Normalisation, source: str) -> None:
+def check_encoder_normalisation(name: str, model, norm: Normalisation, source: str,
+                                fix: str = 'profile it with a --base-config whose model.data_preprocessor normalises so'
+                                ) -> None:
     """Refuse an encoder that expects another input normalisation (``input_mean``/``input_std``) than ``norm``.
 
     Args:
@@ -307,13 +309,14 @@ def check_encoder_normalisation(name: str, model, norm: Normalisation, source: s
         model (nn.Module): the built encoder.
         norm (tuple): ``(mean, std)`` the profile normalises with.
         source (str): where ``norm`` comes from, for the message.
+        fix (str): the advice (an encoder taking ``input_mean``/``input_std`` also gets the ``--cfg-options`` that
+            set them). Defaults to the profiler's.
     """
     wrong = normalisation_mismatches(model, norm, prefix='')
     if not wrong:
         return
     where, module, expected = wrong[0]
     what = f'encoder {name}' + (f' ({where})' if where else '')
-    fix = 'profile it with a --base-config whose model.data_preprocessor normalises so'
     if renormalises(module):
         fix += (f', or set --cfg-options {name}.input_mean=[{",".join(f"{v:g}" for v in norm[0])}] '
                 f'{name}.input_std=[{",".join(f"{v:g}" for v in norm[1])}] (it renormalises to its own)')

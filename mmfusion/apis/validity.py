@@ -50,6 +50,7 @@ from mmfusion.metrics import (
     structured_feature_contrast,
 )
 from mmfusion.metrics.profile import split_options
+from mmfusion.utils.normalisation import IMAGENET
 
 SIZE = 'size'  # grid name of the input resolution
 GT_KINDS = ('semantic', 'instance')
@@ -463,6 +464,10 @@ def build_encoders(configs: Mapping[str, dict], device: str | torch.device = 'cp
     for name, cfg in configs.items():
         torch.manual_seed(seed)
         models[name] = P.build_encoder(name, cfg).to(device)
+        # score_dataset feeds ImageNet-normalised images (P.extract_features' default), as every shipped config
+        P.check_encoder_normalisation(name, models[name], IMAGENET, "ImageNet's, as every shipped config",
+                                      fix='metric_validity.py feeds ImageNet-normalised images: validate an encoder '
+                                          'that expects them')
     return models
 
 

@@ -25,7 +25,6 @@ from mmfusion.utils.normalisation import (
     encoder_normalisations,
     preprocessor_normalisation,
 )
-from tests._fusion_cfg import shrink_fusion_model
 from tests._stubs import StubPyramid
 from tests._tools import load_tool
 from tests.test_models.test_backbones.hf_utils import tiny_hf_config
@@ -259,3 +258,20 @@ def test_profiler_refuses_an_encoder_that_expects_another_normalisation(profiler
         f'profile_vfm.py: error: the profile normalises images with {HALF_TEXT}, model.data_preprocessor of {base}, '
         f'but encoder d (DINOv3ViT) expects {IMAGENET_TEXT}, the input it was pretrained on; profile it with a '
         '--base-config whose model.data_preprocessor normalises so')
+
+
+def test_metric_validity_refuses_an_encoder_that_expects_another_normalisation():
+    """metric_validity.py has no model config: it feeds ImageNet-normalised images, so an encoder set up for another
+    preprocessor (here an HFBackbone told the preprocessor maps to [-1, 1]) is refused, not scored on wrong input."""
+    from mmfusion.apis import validity
+    from mmfusion.apis.profiling import ProfileError, tool_error
+    hf = dict(type='mmfusion.HFBackbone', config=tiny_hf_config('dinov3_vit'), input_mean=HALF, input_std=HALF,
+              pyramid=dict(type='paper', project=False), out_strides=(8, ))
+    with pytest.raises(ProfileError) as info, warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # random weights
+        validity.build_encoders(dict(h=hf))
+    assert tool_error(info.value) == (
+        f"the profile normalises images with {IMAGENET_TEXT}, ImageNet's, as every shipped config, but encoder h "
+        f'(HFBackbone) expects {HALF_TEXT}, the input it was pretrained on; metric_validity.py feeds '
+        'ImageNet-normalised images: validate an encoder that expects them, or set --cfg-options '
+        'h.input_mean=[123.675,116.28,103.53] h.input_std=[58.395,57.12,57.375] (it renormalises to its own)')
