@@ -212,7 +212,8 @@ def test_refuse_mismatch_names_the_missing_keys_and_the_model_key_that_changed(c
 def test_checkpoint_of_another_model_lists_missing_and_unknown_keys():
     other = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)).state_dict()
     refusal, _ = checkpoint_mismatch(_Net(layers=2), other)
-    assert refusal == ("4 of the model's 4 weights are missing from it (layers.0.weight, layers.0.bias, layers.1.weight, ...); "
+    assert refusal == ("4 of the model's 4 weights are missing from it (layers.0.weight, layers.0.bias, "
+                       'layers.1.weight, ...); '
                        '4 checkpoint weights are unknown to the model (0.weight, 0.bias, 1.weight, ...)')
 
 
@@ -232,3 +233,52 @@ def test_tool_failure_reaches_stderr_as_one_line_without_traceback(tmp_path):
                          timeout=120)
     assert res.returncode == 2
     assert res.stderr == 'error: config file not found: x.py; pass an existing config\n'
+
+
+def test_relative_output_paths_of_a_config_resolve_under_the_work_dir(tmp_path, monkeypatch):
+    """The Cityscapes metric's relative outfile_prefix and mmseg's relative --show-dir land in the work dir, not in
+    the current directory."""
+    from mmfusion.apis.runner_utils import enable_visualization
+    monkeypatch.chdir(tmp_path)
+    work = str(tmp_path / 'work')
+    cfg = Config(dict(work_dir=work, test_evaluator=[
+        dict(type='CityScapesMetric', outfile_prefix='./work_dirs/cityscapes_metric/instance')]))
+    claim_metric_outputs(cfg, 'test')
+    assert cfg.test_evaluator[0].outfile_prefix == f'{work}/work_dirs/cityscapes_metric/instance'
+    assert os.path.isfile(f'{work}/work_dirs/cityscapes_metric/instance/.mmfusion-metric-output')
+    assert not (tmp_path / 'work_dirs').exists()
+    seg = Config(dict(work_dir=work, default_scope='mmseg', visualizer=dict(type='SegLocalVisualizer'),
+                      default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
+    enable_visualization(seg, False, 'vis')
+    assert seg.visualizer.save_dir == f'{work}/vis' and os.path.isdir(f'{work}/vis') and not (tmp_path / 'vis').exists()
+
+
+def test_a_disk_full_error_is_one_line(capsys):
+    import errno
+
+    def main(argv):
+        raise OSError(errno.ENOSPC, 'No space left on device', '/w/scef/iter_4.json')
+
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, [])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == ('error: no space left on the disk while writing /w/scef/iter_4.json; free space '
+                                       'and run the command again (a training continues from its last checkpoint '
+                                       'with --resume)\n')
+
+
+def test_amp_flag_changes_a_float32_config_and_is_refused_where_it_would_do_nothing(monkeypatch):
+    """--amp: the paper configs train with AMP already (refused: the flag would change nothing); a stock-schedule
+    config becomes AmpOptimWrapper with a GPU, and without one the flag is refused with the fix."""
+    import mmfusion.apis.runner_utils as ru
+    configs = os.path.join(ROOT, 'configs')
+    paper = Config.fromfile(os.path.join(configs, 'mask2former_d3s2_cityscapes.py'))
+    with pytest.raises(UserError, match="already trains with AMP .*drop --amp"):
+        ru.enable_amp(paper)
+    stock = Config.fromfile(os.path.join(configs, 'mask2former_d3s2_8xb2-90k_cityscapes.py'))
+    monkeypatch.setattr(ru, '_accelerator_available', lambda: False)
+    with pytest.raises(UserError, match='--amp needs a GPU'):
+        ru.enable_amp(stock)
+    monkeypatch.setattr(ru, '_accelerator_available', lambda: True)
+    ru.enable_amp(stock)
+    assert (stock.optim_wrapper.type, stock.optim_wrapper.loss_scale) == ('AmpOptimWrapper', 'dynamic')

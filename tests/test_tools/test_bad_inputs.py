@@ -323,7 +323,8 @@ def test_bad_input_gives_one_line(env, tmp_path, capsys, monkeypatch, tool, argv
     err = captured.err
     assert 'Traceback' not in err
     assert not any(mark in captured.out + err for mark in RUNNER_LOG), captured.out[-2000:]
-    assert not osp.exists(osp.join(str(tmp_path), 'w')), 'a failed run left its work dir behind'
+    for out in ('w', 'o', 'p'):  # the work dir, --out-dir: a tool that fails before writing leaves no folder
+        assert not osp.exists(osp.join(str(tmp_path), out)), f'a failed run left {out}/ behind'
     errors = [line for line in err.splitlines() if 'error: ' in line]
     assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
     prefix = 'profile_vfm.py: error: ' if tool == 'profile_vfm' else 'error: '

@@ -141,3 +141,30 @@ def test_resized_size_matches_mmcv_resize(shape):
 def _image_of_size(path, h, w):
     rng = np.random.default_rng(3)
     cv2.imwrite(str(path), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def test_infer_counts_the_images_it_wrote_in_a_folder_with_spaces_and_accents(tmp_path, capsys):
+    """mmseg's result for one image is a dict of arrays (64 rows here), not a list per image: the count is of the
+    images predicted, and it matches the overlays on disk. Paths with a space and a non-ASCII letter go through."""
+    import torch
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from tools.infer import main
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask2former_d3s2_cityscapes_semantic.py'))
+    shrink_fusion_model(cfg.model)
+    cfg.test_dataloader.dataset.pipeline[1].scale = (128, 64)
+    base = tmp_path / 'démo out'
+    base.mkdir()
+    cfg_path = str(base / 'tiny semantic.py')
+    cfg.dump(cfg_path)
+    register_all_modules()
+    ckpt = str(base / 'tiny ckpt.pth')
+    torch.save(dict(state_dict=MODELS.build(Config.fromfile(cfg_path).model).state_dict(),
+                    meta=dict(dataset_meta=dict(classes=tuple(f'c{i}' for i in range(19))))), ckpt)
+    _image(base / 'one image.png')
+    capsys.readouterr()
+    main([cfg_path, ckpt, str(base / 'one image.png'), '--out-dir', str(base / 'overlays')])
+    out = capsys.readouterr().out
+    assert f'wrote overlays of 1 image(s) to {base / "overlays" / "vis"}' in out, out
+    assert sorted(p.name for p in (base / 'overlays' / 'vis').iterdir()) == ['one image.png']
