@@ -282,3 +282,14 @@ def test_amp_flag_changes_a_float32_config_and_is_refused_where_it_would_do_noth
     monkeypatch.setattr(ru, '_accelerator_available', lambda: True)
     ru.enable_amp(stock)
     assert (stock.optim_wrapper.type, stock.optim_wrapper.loss_scale) == ('AmpOptimWrapper', 'dynamic')
+
+
+def test_scef_interval_beyond_the_run_is_noted(capsys):
+    from mmfusion.apis.runner_utils import check_hooks
+    cfg = Config(dict(train_cfg=dict(max_iters=8), custom_hooks=[dict(type='mmfusion.SCEFHook', interval=1000)]))
+    check_hooks(cfg, 'train')
+    assert capsys.readouterr().err == ('note: custom_hooks.0 (SCEFHook) interval=1000 is larger than '
+                                       'train_cfg.max_iters=8: only the iteration-0 probe will run\n')
+    cfg.custom_hooks[0].interval = 4  # reached: nothing to say
+    check_hooks(cfg, 'train')
+    assert capsys.readouterr().err == ''

@@ -172,6 +172,19 @@ def test_size_too_small_for_the_strides_is_refused_blaming_size(tool, image_dir,
     assert not (tmp_path / 'o' / 'profile.json').exists()
 
 
+def test_too_small_size_gets_one_size_that_fits_every_profiled_stride(tool, image_dir, tmp_path, capsys):
+    """With strides up to 16, a fix for the failing OS8 alone (64x128) would fail again at OS16 (4x8 maps)."""
+    args = [a.replace('[4,8]', '[4,8,16]') for a in base_args(image_dir, tmp_path / 'o', '--num-vis', '0')]
+    size_at = args.index('--size') + 1
+    args[size_at:size_at + 2] = ['64', '64']
+    msg = run_error(tool, args, capsys)
+    assert 'too small for stride 8' in msg and 'use --size 80 256 or larger (it fits every profiled stride)' in msg
+    args[size_at:size_at + 2] = ['64', '128']
+    assert 'too small for stride 16' in run_error(tool, args, capsys)
+    args[size_at:size_at + 2] = ['80', '256']
+    assert list(tool.main(args)['profiles']['a']) == [4, 8, 16]
+
+
 # The real encoder families at toy sizes (as tools/demo.py --smoke builds them), in their parameter-free form.
 TINY_ENCODERS = {
     'dinov3': dict(type='mmfusion.DINOv3ViT', pyramid=dict(type='paper', project=False), checkpoint=None,
