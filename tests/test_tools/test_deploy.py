@@ -199,7 +199,6 @@ def test_instance_ort_equals_pytorch(exported, tmp_path, name):
 
 
 def test_panoptic_ort_equals_pytorch(exported, tmp_path):
-    from mmdet.models.seg_heads.panoptic_fusion_heads import MaskFormerFusionHead  # noqa: F401
     config, ckpt, path, _ = exported('panoptic')
     raw_pt, raw_ort, pred_pt, pred_ort = torch_and_ort(config, ckpt, path, write_image(tmp_path / 'a.png'))
     for o, t in zip(raw_ort, raw_pt):
@@ -318,12 +317,27 @@ def test_demo_model_same_pred_files_through_both_tools(demo_model, export_tool, 
     for sub in ('vis', 'pred'):
         names = sorted(p.name for p in (tmp_path / 'pt' / sub).iterdir())
         assert names == sorted(p.name for p in (tmp_path / 'ort' / sub).iterdir()) and len(names) == 3, sub
+    classes = set()
     for name in sorted(p.name for p in (tmp_path / 'pt' / 'pred').iterdir()):
         a = cv2.imread(str(tmp_path / 'pt' / 'pred' / name), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / 'ort' / 'pred' / name), cv2.IMREAD_UNCHANGED)
         assert a.shape == b.shape == SIZE and (a == b).mean() >= 0.999
+        classes |= set(np.unique(a).tolist())
+    assert len(classes) > 1  # maps with something to disagree on
     assert (tmp_path / 'ort' / '.mmfusion-infer').is_file()
     assert 'wrote overlays of 3 image(s)' in capsys.readouterr().out
+
+
+def test_onnx_infer_video(exported, infer_tool, tmp_path):
+    config, _, path, _ = exported('semantic')
+    video = str(tmp_path / 'clip.mp4')
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 5, SIZE[::-1])
+    for i in range(2):
+        writer.write(cv2.imread(write_image(tmp_path / f'f{i}.png', seed=i)))
+    writer.release()
+    assert infer_tool.main([config, path, video, '--out-dir', str(tmp_path / 'out')])['frames'] == 2
+    cap = cv2.VideoCapture(str(tmp_path / 'out' / 'clip_overlay.mp4'))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
 
 
 # --- bad inputs: one line ``error: <problem>; <fix>``, exit status 2, nothing written (docs/bad_inputs.md) -------
