@@ -15,7 +15,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def test_demo_smoke_writes_the_report(tmp_path):
-    out, data = tmp_path / 'report', tmp_path / 'data'
+    # folders with a space and a non-ASCII letter: paths reach the tools as arguments, not through --cfg-options
+    out, data = tmp_path / 'démo out', tmp_path / 'data dir'
     res = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--smoke', '--out-dir', str(out),
                           '--data-root', str(data)], capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
