@@ -11,6 +11,7 @@ import os.path as osp
 
 import cv2
 import numpy as np
+import onnx  # requirements/deploy.txt, installed by tools/setup_env.sh: a missing one fails, not skips
 import pytest
 import torch
 from mmengine.config import Config
@@ -18,9 +19,6 @@ from mmengine.config import Config
 import mmfusion.registry  # noqa: F401  (compat fixes and registries, before anything builds)
 from tests._fusion_cfg import shrink_fusion_model
 from tests._tools import load_tool
-
-onnx = pytest.importorskip('onnx')
-ort = pytest.importorskip('onnxruntime')
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -326,6 +324,27 @@ def test_demo_model_same_pred_files_through_both_tools(demo_model, export_tool, 
     assert len(classes) > 1  # maps with something to disagree on
     assert (tmp_path / 'ort' / '.mmfusion-infer').is_file()
     assert 'wrote overlays of 3 image(s)' in capsys.readouterr().out
+
+
+def test_instance_result_files_through_both_tools(exported, infer_tool, tmp_path):
+    """mmdet's files: preds/<name>.json (labels, scores, boxes, RLE masks) and vis/ overlays, from both tools."""
+    import json
+
+    from pycocotools import mask as mask_utils
+    config, ckpt, path, _ = exported('instance')
+    image = write_image(tmp_path / 'street.png', seed=2)
+    load_tool('infer.py').main([config, ckpt, image, '--out-dir', str(tmp_path / 'pt')])
+    infer_tool.main([config, path, image, '--out-dir', str(tmp_path / 'ort')])
+    for sub in ('vis', 'preds'):
+        assert sorted(p.name for p in (tmp_path / 'pt' / sub).iterdir()) == \
+            sorted(p.name for p in (tmp_path / 'ort' / sub).iterdir()), sub
+    a, b = (json.loads((tmp_path / side / 'preds' / 'street.json').read_text()) for side in ('pt', 'ort'))
+    assert a['labels'] == b['labels'] and len(a['labels']) == 5
+    assert np.allclose(a['scores'], b['scores'], atol=1e-4)
+    masks_a, masks_b = (mask_utils.decode(r['masks']).transpose(2, 0, 1) for r in (a, b))
+    for ma, mb in zip(masks_a, masks_b):
+        union = (ma | mb).sum()
+        assert union == 0 or (ma & mb).sum() / union >= 0.99
 
 
 def test_onnx_infer_video(exported, infer_tool, tmp_path):
