@@ -3,8 +3,9 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out results.pkl]
         [--cfg-options ...] [--launcher pytorch] [--debug]
 
-A checkpoint that does not fit the config's model (weights of another shape, or more than 1% of them missing) is
-refused before any metric is computed. Expected failures end with one line ``error: <problem>; <fix>``.
+A checkpoint that does not fit the config's model exactly (any weight missing or of another shape) is refused, naming
+the keys and the likely cause, before the Runner is built; weights the model does not have get a one-line warning.
+A relative ``--show-dir`` lives in the work dir. Expected failures end with one line ``error: <problem>; <fix>``.
 """
 import argparse
 import os.path as osp
