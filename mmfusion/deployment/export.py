@@ -37,7 +37,7 @@ from mmfusion.utils.errors import UserError
 from .postprocess import INSTANCE, PANOPTIC, SEMANTIC
 
 __all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'META_KEY', 'OUTPUT_NAMES', 'ExportWrapper', 'model_task', 'default_shape',
-           'export_onnx', 'relative_diff', 'graph_domains', 'read_spec']
+           'preprocess_record', 'export_onnx', 'relative_diff', 'graph_domains', 'read_spec']
 
 DEFAULT_OPSET = 17  # LayerNormalization is one op from 17 (the ViT's norms stay single nodes)
 MIN_OPSET = 16  # GridSample (multi-scale deformable attention) is standard from 16
@@ -113,6 +113,14 @@ def default_shape(cfg) -> tuple[int, int]:
     div = prep.get('pad_size_divisor') or test_cfg.get('size_divisor') or 1
     h, w = (int(v) for v in size)
     return (-(-h // div) * div, -(-w // div) * div)
+
+
+def preprocess_record(cfg) -> dict:
+    """What the config's data preprocessor does to an image before the graph (normalisation, channel order,
+    padding): stored with the export, so ONNX Runtime inference can refuse a config that prepares images otherwise."""
+    prep = cfg.model.get('data_preprocessor') or {}
+    keys = ('type', 'mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr', 'pad_size_divisor', 'pad_val', 'test_cfg')
+    return json.loads(json.dumps({k: prep.get(k) for k in keys}, default=str))
 
 
 class ExportWrapper(nn.Module):

@@ -22,7 +22,7 @@ from mmfusion.apis.inference import DEFAULT_MAX_SIDE, FusionInferencer
 from mmfusion.apis.runner_utils import check_cfg_options, read_config
 from mmfusion.utils.errors import UserError, one_line
 
-from .export import INPUT_NAME, model_task, read_spec
+from .export import INPUT_NAME, model_task, preprocess_record, read_spec
 from .postprocess import SEMANTIC, build_fusion_head, det_postprocess, seg_postprocess
 
 __all__ = ['OrtSession', 'OrtModel', 'OnnxInferencer', 'providers_for']
@@ -188,6 +188,13 @@ class OnnxInferencer(FusionInferencer):
             raise UserError(f'{onnx_file} was exported for {session.spec["task"]} segmentation, but {name} is a '
                             f'config for {task} segmentation; pass the config it was exported from '
                             f'({session.spec.get("config")})')
+        recorded = session.spec.get('preprocess')
+        if recorded is not None and recorded != preprocess_record(cfg):
+            diff = sorted(k for k in recorded if recorded[k] != preprocess_record(cfg).get(k))
+            raise UserError(f'{name} prepares images otherwise than the model {onnx_file} was exported from '
+                            f'(model.data_preprocessor {", ".join(diff)}: '
+                            f'{", ".join(f"{recorded[k]} at export" for k in diff)}); pass the config it was '
+                            f'exported from ({session.spec.get("config")})')
         self.session = session
         self._mixin = type('OrtModelLoader', (_OrtModelLoader, ), {'_session': session})
         super().__init__(cfg, None, device='cpu', max_side=max_side)

@@ -434,6 +434,10 @@ def test_onnx_infer_bad_inputs(exported, infer_tool, bad, tmp_path_factory, caps
     assert run(inst_config, path, image, '--out-dir', out) == \
         f'error: {path} was exported for semantic segmentation, but {inst_config} is a config for instance ' \
         f'segmentation; pass the config it was exported from ({config})'
+    assert run(config, path, image, '--out-dir', out, '--cfg-options', 'model.data_preprocessor.mean=[0,0,0]') == \
+        f'error: {config} prepares images otherwise than the model {path} was exported from ' \
+        '(model.data_preprocessor mean: [123.675, 116.28, 103.53] at export); pass the config it was exported from ' \
+        f'({config})'
     assert run(config, path, image, '--out-dir', out, '--device', 'cuda').startswith(
         'error: --device cuda: this onnxruntime has no CUDA execution provider (available: ')
     square = write_image(bad / 'square.png', size=(64, 64))  # Resize keeps it 64x64: not the graph's 64x128

@@ -50,7 +50,7 @@ def parse_args(argv=None):
 def _main(argv):
     args = parse_args(argv)
     from mmfusion.compat import checkpoint_problem
-    from mmfusion.deployment.export import default_shape, export_onnx, model_task
+    from mmfusion.deployment.export import default_shape, export_onnx, model_task, preprocess_record
     if not args.out.endswith('.onnx'):
         raise UserError(f'--out {args.out} must end with .onnx')
     if not args.overwrite:
@@ -72,7 +72,8 @@ def _main(argv):
     from mmfusion.apis.inference import FusionInferencer
     infer = FusionInferencer(cfg, args.checkpoint, device='cpu')
     model = infer._inferencer.model
-    extra = dict(dataset_meta=_jsonable(dict(model.dataset_meta or {})), scope=cfg.default_scope)
+    extra = dict(dataset_meta=_jsonable(dict(model.dataset_meta or {})), scope=cfg.default_scope,
+                 preprocess=preprocess_record(cfg))
     if task == 'semantic':
         extra.update(align_corners=bool(model.align_corners), threshold=getattr(model.decode_head, 'threshold', None),
                      num_classes=int(model.decode_head.num_classes))
