@@ -293,3 +293,14 @@ def test_scef_interval_beyond_the_run_is_noted(capsys):
     cfg.custom_hooks[0].interval = 4  # reached: nothing to say
     check_hooks(cfg, 'train')
     assert capsys.readouterr().err == ''
+
+
+def test_resume_in_a_work_dir_without_checkpoints_says_so_and_starts_at_zero(tmp_path, capsys):
+    from mmfusion.apis.runner_utils import planned_checkpoint
+    cfg = Config(dict(work_dir=str(tmp_path), resume=True, load_from=None))
+    assert planned_checkpoint(cfg, 'train') is None and cfg.resume is False
+    assert capsys.readouterr().err == f'note: no checkpoint in {tmp_path}, starting from iteration 0\n'
+    torch.save({'state_dict': {}}, tmp_path / 'iter_6.pth')
+    torch.save({'state_dict': {}}, tmp_path / 'iter_10.pth')
+    cfg = Config(dict(work_dir=str(tmp_path), resume=True, load_from=None))
+    assert planned_checkpoint(cfg, 'train') == str(tmp_path / 'iter_10.pth') == cfg.load_from  # newest, by number
