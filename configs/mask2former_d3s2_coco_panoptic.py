@@ -1,7 +1,8 @@
 # D3S2 on COCO panoptic segmentation, trained with the paper's recipe (SPEC §7, _base_/recipes.py; the reference's
 # configs/coco/panoptic-segmentation/VFM/maskformer2_fuse.yaml): mmdet's LSJ 1024x1024 schedule (368,750
 # iterations, lr x0.1 at 327,778 / 355,092), 200 queries, 3 images per iteration, AMP. Paper: PQ 56.9 (DINOv3 55.6,
-# SAM2 43.7). Stock mmdet recipe (8x2 images, 100 queries, float32): configs/mask2former_d3s2_8xb2-lsj-50e_coco_panoptic.py.
+# SAM2 43.7). Stock mmdet recipe (8x2 images, 100 queries, float32):
+# configs/mask2former_d3s2_8xb2-lsj-50e_coco_panoptic.py.
 _base_ = [
     'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py', './_base_/encoders.py', './_base_/recipes.py'
 ]

@@ -66,9 +66,17 @@ fusion_paramwise_cfg = dict(
 fusion_optim_wrapper = dict(type='AmpOptimWrapper', constructor='mmfusion.FusionOptimWrapperConstructor',
                             paramwise_cfg=fusion_paramwise_cfg)
 
+# The same fusion for models whose neck reads OS 8/16/32 (mmdet's DETR family: ChannelMapper adds OS64 itself): the
+# master's pyramid starts at OS8 (beyond the paper, configs/other_models/).
+dinov3_os8_channels = dinov3_channels[1:]
+dinov3_vitb16_os8 = dict(dinov3_vitb16, out_strides=(8, 16, 32),
+                         pyramid=dict(type='paper', channels=dinov3_os8_channels))
+d3s2_backbone_os8 = dict(d3s2_backbone, master=dinov3_vitb16_os8)
+
 # Single-encoder baselines (replace the recipe's ResNet).
 dinov3_alone_backbone = dict(dinov3_vitb16, _delete_=True)
 sam2_alone_backbone = dict(sam2_hiera_bplus, _delete_=True, frozen=True)
+dinov3_alone_backbone_os8 = dict(dinov3_vitb16_os8, _delete_=True)
 
 # The model updates every fused experiment applies to its recipe (mmdet: panoptic_head; mmseg: decode_head), so an
 # experiment config reads `model = {{_base_.d3s2_det_model}}`.

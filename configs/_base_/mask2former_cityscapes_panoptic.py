@@ -3,7 +3,8 @@
 # iteration, 180k iterations, poly power 1.0, AMP, crop 512x1024, 100 queries, test at 1024x2048. It inherits
 # mmdet's own COCO-panoptic Mask2Former config with Cityscapes data converted to COCO-panoptic format by
 #   python tools/dataset_converters/cityscapes_panoptic.py data/cityscapes
-# (mmfusion.CityscapesPanopticDataset reads it). Stock schedule: configs/mask2former_d3s2_8xb2-90k_cityscapes_panoptic.py.
+# (mmfusion.CityscapesPanopticDataset reads it).
+# Stock schedule: configs/mask2former_d3s2_8xb2-90k_cityscapes_panoptic.py.
 _base_ = ['mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py', './recipes.py']
 
 num_things_classes = 8

@@ -11,6 +11,7 @@ and the tool exits with status 2; ``--debug`` or ``MMFUSION_DEBUG=1`` shows the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import errno
 import json
@@ -502,7 +503,9 @@ def build_meta_model(cfg: Config):
     try:
         with config_errors(cfg.filename or 'the config'), DefaultScope.overwrite_default_scope(
                 cfg.get('default_scope')), _parameters_on_meta():
-            return MODELS.build(cfg.model)
+            # A copy: some models edit their config while building (mmdet's DINO sets bbox_head keys) and the Runner
+            # builds from the same config afterwards.
+            return MODELS.build(copy.deepcopy(cfg.model))
     except UserError:  # an unknown type or argument: said now, not after the Runner's start-up log
         raise
     except Exception:  # noqa: BLE001  (e.g. a module that cannot live on the meta device: the Runner builds it)
@@ -727,6 +730,12 @@ def build_runner(cfg: Config, mode: str = 'train'):
         from mmfusion.engine.work_dir_lock import lock_work_dir
         lock_work_dir(cfg.work_dir)
     model = build_meta_model(cfg)
+    if model is not None:
+        from mmfusion.apis.pyramid_wiring import WiringError, check_model_wiring
+        try:
+            check_model_wiring(cfg.model, model)  # what reads the fused pyramid takes its channels and its fused level
+        except WiringError as e:
+            raise UserError(f'{config}: {e}') from None
     if model is not None and mode == 'train':
         check_pretrained(model)
     checked = check_checkpoint(cfg, mode, model)

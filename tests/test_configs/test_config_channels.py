@@ -50,10 +50,19 @@ def test_encoders_variables_are_the_full_size_encoders_channels():
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_head_in_channels_are_the_backbones_pyramid(name):
+def test_pyramid_readers_in_channels_are_the_backbones_pyramid(name):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     backbone = _on_meta(cfg.model.backbone)
-    head = cfg.model.get('panoptic_head') or cfg.model.decode_head
-    # The fused pyramid has the master's channels (the auxiliary's maps are aligned to them).
-    assert list(head.in_channels) == list(backbone.out_channels), name
     assert next(backbone.parameters()).device.type == 'meta'
+    channels = list(backbone.out_channels)  # the fused pyramid has the master's (the auxiliary's maps are aligned)
+    neck = cfg.model.get('neck')
+    if isinstance(neck, (list, tuple)):  # [MetricGuidedNeck, FPN / ChannelMapper]: the second reads the pyramid
+        assert list(neck[1].in_channels) == channels, name
+    elif neck is not None and 'MetricGuidedNeck' not in neck.type:  # a single encoder read by a stock neck
+        assert list(neck.in_channels) == channels, name
+    else:  # the heads read the (fused) pyramid: Mask2Former, UperNet and its auxiliary FCN head (one level)
+        head = cfg.model.get('panoptic_head') or cfg.model.decode_head
+        assert list(head.in_channels) == channels, name
+        aux = cfg.model.get('auxiliary_head')
+        if aux:
+            assert aux.in_channels == channels[aux.in_index], name

@@ -142,8 +142,9 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
     Sets ``model.backbone.master`` / ``model.backbone.auxiliary`` to the configs of the selected encoders exactly as
     they were profiled (replacing the base's, ``_delete_``), ``model.backbone.inject_stride`` = s* (the fused
     backbone owns it, so the auxiliary's strides, the master's skipped level, the alignment and the neck follow),
-    and the Mask2Former head's ``in_channels`` (``panoptic_head`` for mmdet, ``decode_head`` for mmseg) = the
-    master's channels per stride as the profiler measured them.
+    and the ``in_channels`` of whatever reads the fused pyramid (:mod:`mmfusion.apis.pyramid_wiring`: the Mask2Former
+    head, UperNet's heads, the FPN or ChannelMapper after ``MetricGuidedNeck``) = the master's channels per stride as
+    the profiler measured them. A base whose master states ``out_strides`` (e.g. OS 8/16/32 for DINO) keeps them.
 
     Args:
         encoders (dict): {name: backbone config} of the profiled encoders.
@@ -151,6 +152,7 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
     from mmengine.config import Config
 
     from mmfusion.apis.profiling import ProfileError
+    from mmfusion.apis.pyramid_wiring import WiringError, fused_levels, rewire
 
     if not osp.isfile(base):
         raise ProfileError(f'base config not found: {base}; pass an existing file to --base-config')
@@ -162,23 +164,39 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
     if (model.get('backbone') or {}).get('type') != 'mmfusion.MasterAuxBackbone':
         raise ProfileError(f'--base-config {base} has no mmfusion.MasterAuxBackbone backbone; pass a fused config, '
                            'e.g. configs/mask2former_d3s2_cityscapes.py')
-    head = next((k for k in ('panoptic_head', 'decode_head') if k in model), None)
-    if head is None:
-        raise ProfileError(f'--base-config {base} has neither model.panoptic_head (mmdet Mask2Former) nor '
-                           'model.decode_head (mmseg); pass a fused Mask2Former config')
-    master_channels = [int(channels[master][s]) for s in sorted(channels[master])]
-    backbone = dict(master={'_delete_': True, **_plain(encoders[master])},
-                    auxiliary={'_delete_': True, **_plain(encoders[aux])}, inject_stride=stride)
-    model_text = pprint.pformat({'backbone': backbone, head: {'in_channels': master_channels}}, width=116,
-                                sort_dicts=False)
+    profiled = sorted(channels[master])
+    master_cfg = {'_delete_': True, **_plain(encoders[master])}
+    strides = fused_levels(model)
+    if strides is not None:  # the base's model reads these levels of the master (e.g. DINO's ChannelMapper)
+        missing = [s for s in strides if s not in profiled]
+        if missing:
+            raise ProfileError(f'--base-config {base} reads the master at strides {list(strides)}, but OS{missing} '
+                               f'was not profiled (strides {profiled}); profile those strides')
+        master_cfg['out_strides'] = list(strides)
+        pyramid = master_cfg.get('pyramid')
+        if isinstance(pyramid, dict) and isinstance(pyramid.get('channels'), (list, tuple)) \
+                and len(pyramid['channels']) == len(profiled):
+            pyramid['channels'] = [pyramid['channels'][profiled.index(s)] for s in strides]
+    else:
+        strides = tuple(profiled)
+    master_channels = [int(channels[master][s]) for s in strides]
+    try:
+        readers = rewire(model, master_channels)
+    except WiringError as e:
+        raise ProfileError(f'--base-config {base}: {e}') from None
+    if not readers:
+        raise ProfileError(f'--base-config {base} has nothing that reads the fused pyramid (no Mask2Former or '
+                           'UperNet head, no neck after MetricGuidedNeck); pass a fused config')
+    backbone = dict(master=master_cfg, auxiliary={'_delete_': True, **_plain(encoders[aux])}, inject_stride=stride)
+    model_text = pprint.pformat({'backbone': backbone, **_plain(readers)}, width=116, sort_dicts=False)
     mean_sc = sum(v['SC'] for v in profiles[master].values()) / len(profiles[master])
     mean_ef = sum(v['EF'] for v in profiles[aux].values()) / len(profiles[aux])
     rel = osp.relpath(osp.abspath(base), osp.dirname(osp.abspath(path)))
     text = (f'{EMITTED_HEADER} from {profile_json}\n'
             f'# master: {master} (highest mean SC, {mean_sc:.3f}); auxiliary: {aux} (highest mean EF of the others, '
             f'{mean_ef:.2f}); s* = OS{stride} (EF_aux {profiles[aux][stride]["EF"]:.2f}).\n'
-            f'# The encoders are the profiled configs; {head}.in_channels = the master\'s channels per stride '
-            f'{master_channels}.\n'
+            f'# The encoders are the profiled configs; what reads the fused pyramid ({", ".join(sorted(readers))}) '
+            f'takes the master\'s channels per stride {master_channels}.\n'
             f"_base_ = ['{rel}']\n\n"
             f'model = {model_text}\n')
     _check_emit_target(path)
