@@ -136,8 +136,9 @@ def test_dist_train_two_cpu_processes_with_stock_nccl_config(cityscapes_root, tm
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), cfg_path, '2', '--work-dir', work, '--cfg-options',
          'custom_hooks=[]'],
         capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path))
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]  # both ranks ran: they share the lock
     assert osp.isfile(osp.join(work, 'iter_2.pth'))
+    assert not osp.exists(osp.join(work, '.mmfusion-train.lock'))  # given back when the run ended
     log = [osp.join(r, f) for r, _, fs in os.walk(work) for f in fs if f.endswith('.log')]
     text = open(log[0]).read()
     assert "'world_size': 2" in text or 'world_size: 2' in text or 'Distributed launcher: pytorch' in text
