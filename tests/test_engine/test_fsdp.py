@@ -32,9 +32,12 @@ FSDP_CONFIG = osp.join(ROOT, 'configs', 'fsdp', 'mask2former_d3s2_fsdp_cityscape
 MAX_ITERS = 3
 # SCEFHook in the FSDP run: probes before training and after iteration 2, on these two images.
 SCEF = dict(type='mmfusion.SCEFHook', interval=2, num_probes=2, probe_size=(96, 192))  # OS16 maps of 6x12
-# DDP averages gradients with one all-reduce, FSDP with a reduce-scatter (other summation order); float32 rounding
-# differences stay far below this over 3 iterations.
-RTOL = 1e-4
+# DDP averages gradients with one all-reduce, FSDP with a reduce-scatter (other summation order). Iteration 1 runs
+# the same weights: only that rounding differs (measured 1e-7 relative). Later iterations run weights that AdamW
+# moved with clipped gradients (norm 0.01), where its m / sqrt(v) update turns rounding-sized differences of
+# near-zero gradient entries into lr-sized steps: measured up to 8e-4 relative (loss_dice, iteration 2).
+RTOL_FIRST = 1e-5
+RTOL = 2e-3
 
 
 def _tiny_configs(data_root: str, out: str) -> tuple:
@@ -128,7 +131,7 @@ def test_fsdp_losses_match_ddp(runs):
         losses = [k for k in ddp[it] if 'loss' in k]
         assert len(losses) > 3
         for key in losses:
-            assert fsdp[it][key] == pytest.approx(ddp[it][key], rel=RTOL), (it, key)
+            assert fsdp[it][key] == pytest.approx(ddp[it][key], rel=RTOL_FIRST if it == 1 else RTOL), (it, key)
     # the runs moved: a later iteration's loss is not the first one's
     assert ddp[MAX_ITERS]['loss'] != pytest.approx(ddp[1]['loss'], rel=RTOL)
 
@@ -138,7 +141,7 @@ def test_fsdp_clips_by_the_global_gradient_norm(runs):
     ddp, fsdp = _scalars(osp.join(runs['work'], 'ddp')), _scalars(osp.join(runs['work'], 'fsdp'))
     for it in ddp:
         assert ddp[it]['grad_norm'] > 0.01  # clipping is active
-        assert fsdp[it]['grad_norm'] == pytest.approx(ddp[it]['grad_norm'], rel=RTOL), it
+        assert fsdp[it]['grad_norm'] == pytest.approx(ddp[it]['grad_norm'], rel=RTOL_FIRST if it == 1 else RTOL), it
 
 
 def test_fsdp_units_are_master_blocks_and_frozen_auxiliary(runs):
