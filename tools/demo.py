@@ -319,6 +319,8 @@ def save_initial_weights(config: str, work_dir: str) -> str:
     runner = build_runner(cfg, 'train')
     runner.model.init_weights()
     runner.save_checkpoint(work_dir, 'iter_0.pth', save_optimizer=False, save_param_scheduler=False)
+    from mmfusion.engine.work_dir_lock import release_work_dir
+    release_work_dir()  # build_runner took the work dir's lock as for a training run
     return osp.join(work_dir, 'iter_0.pth')
 
 
