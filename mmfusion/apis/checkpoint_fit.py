@@ -123,16 +123,42 @@ def _flatten(node: Any, prefix: str, out: dict) -> dict:
     return out
 
 
+def _literal(node) -> Any:
+    """The value of a config expression made of literals, lists, tuples and ``dict(...)`` calls; anything else is
+    kept as its source text. Nothing is executed (the text comes from the checkpoint file)."""
+    import ast
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict' and not node.args \
+            and all(kw.arg is not None for kw in node.keywords):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        return -node.operand.value
+    return ast.unparse(node)
+
+
 def _saved_model_cfg(checkpoint: Mapping) -> Optional[Mapping]:
-    """The ``model`` of the config MMEngine saved in the checkpoint (``meta.cfg``), or None."""
-    text = (checkpoint.get('meta') or {}).get('cfg') if isinstance(checkpoint.get('meta'), Mapping) else None
+    """The ``model`` of the config MMEngine saved in the checkpoint (``meta.cfg``, its ``pretty_text``), read
+    without executing it; None when there is none."""
+    import ast
+    meta = checkpoint.get('meta')
+    text = meta.get('cfg') if isinstance(meta, Mapping) else None
     if not isinstance(text, str) or 'model' not in text:
         return None
     try:
-        from mmengine.config import Config
-        return Config.fromstring(text, '.py').get('model')
-    except Exception:  # an unreadable saved config only costs the hint
+        tree = ast.parse(text)
+    except SyntaxError:
         return None
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(getattr(t, 'id', None) == 'model' for t in stmt.targets):
+            value = _literal(stmt.value)
+            return value if isinstance(value, Mapping) else None
+    return None
 
 
 def _relevance(path: str, keys: Sequence[str]) -> int:

@@ -304,3 +304,16 @@ def test_resume_in_a_work_dir_without_checkpoints_says_so_and_starts_at_zero(tmp
     torch.save({'state_dict': {}}, tmp_path / 'iter_10.pth')
     cfg = Config(dict(work_dir=str(tmp_path), resume=True, load_from=None))
     assert planned_checkpoint(cfg, 'train') == str(tmp_path / 'iter_10.pth') == cfg.load_from  # newest, by number
+
+
+def test_the_config_saved_in_a_checkpoint_is_read_not_executed(tmp_path):
+    """meta.cfg comes from the file: naming the likely cause must not run code a checkpoint carries."""
+    from mmfusion.apis.checkpoint_fit import likely_cause
+    marker = tmp_path / 'ran'
+    text = (f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+            f"model = dict(type='Net', align=pathlib.Path({str(marker)!r}).touch(), layers=[dict(w=2)])\n")
+    cause = likely_cause(dict(type='Net', align='conv', layers=[dict(w=3)]), dict(meta=dict(cfg=text)), ['layers.0.w'])
+    assert not marker.exists()
+    code = repr(f'pathlib.Path({str(marker)!r}).touch()')  # kept as text
+    assert cause == ("model.layers.0.w is 3 here but 2 in the checkpoint's config; model.align is 'conv' here but "
+                     f"{code} in the checkpoint's config")
