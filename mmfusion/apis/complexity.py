@@ -1,4 +1,5 @@
-"""Parameters and FLOPs of a Mask2Former model, whole and per component (``tools/analysis/get_flops.py``).
+"""Parameters and FLOPs of an mmdet detector or mmseg segmentor, whole and per component
+(``tools/analysis/get_flops.py``).
 
 Components are found from attributes every mmfusion model has, whatever its scope:
 
@@ -8,7 +9,9 @@ Components are found from attributes every mmfusion model has, whatever its scop
 - ``neck``, if any;
 - the Mask2Former head, ``panoptic_head`` (mmdet ``Mask2Former``) or ``decode_head`` (mmseg ``EncoderDecoder``), split
   into its ``pixel_decoder``, its ``transformer_decoder`` and the rest of the head (query embeddings, level
-  embeddings, input projections, class and mask predictions after each decoder layer);
+  embeddings, input projections, class and mask predictions after each decoder layer); any other model (mmdet's
+  DINO or Mask R-CNN, mmseg's UperNet, ...): ``heads``, everything after the backbone and neck that its test-time
+  ``_forward`` runs (a DETR's transformer and box head, RPN and RoI heads, decode head);
 - ``other``: whatever else the model holds or computes.
 
 Each parameter and each operation belongs to the innermost component containing the module that owns or runs it,
@@ -50,6 +53,7 @@ COMPONENT_LABELS = {
     'pixel_decoder': 'pixel decoder',
     'transformer_decoder': 'transformer decoder',
     'head_other': 'head (other)',
+    'heads': 'heads (the rest of the model)',
     'other': 'other',
 }
 FLOP_UNIT = 'multiply-adds (the fvcore / MMEngine / detectron2 convention)'
@@ -160,23 +164,32 @@ def mask2former_head(model: nn.Module) -> nn.Module:
 
 
 def find_components(model: nn.Module) -> Dict[str, nn.Module]:
-    """The components of a Mask2Former model, by key (see the module docstring), in display order.
+    """The components of a model, by key (see the module docstring), in display order.
 
     Args:
-        model (nn.Module): An mmdet ``Mask2Former`` or an mmseg ``EncoderDecoder`` with a ``Mask2FormerHead``.
+        model (nn.Module): An mmdet detector or an mmseg segmentor (Mask2Former or any other head).
 
     Returns:
         dict[str, nn.Module]: ``master``, ``auxiliary`` and ``fusion`` (the fused backbone itself; its encoders are
-        more specific) or ``encoder``; ``neck`` if any; ``pixel_decoder``, ``transformer_decoder`` and
-        ``head_other`` (the head itself; its two decoders are more specific).
+        more specific) or ``encoder``; ``neck`` if any; for Mask2Former ``pixel_decoder``, ``transformer_decoder``
+        and ``head_other`` (the head itself; its two decoders are more specific), else ``heads`` (the model itself:
+        whatever no other component holds).
 
     Raises:
-        ComplexityError: Not a Mask2Former model, or no backbone.
+        ComplexityError: No backbone, or neither a Mask2Former model nor a model with a test-time ``_forward``.
     """
-    head = mask2former_head(model)
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
-        raise ComplexityError(f'{type(model).__name__} has no backbone; use a Mask2Former config')
+        raise ComplexityError(f'{type(model).__name__} has no backbone; use an mmdet or mmseg model config')
+    head = None
+    if not _is_mask2former(model):
+        if not callable(getattr(model, '_forward', None)):
+            heads = [type(m).__name__ for n, m in model.named_children() if n not in ('backbone', 'neck')]
+            raise ComplexityError(f'{type(model).__name__} with {", ".join(heads) or "no head"} is neither a '
+                                  'Mask2Former model nor an mmdet detector / mmseg segmentor (no _forward); use an '
+                                  'mmdet or mmseg model config')
+    else:
+        head = mask2former_head(model)
     comps: Dict[str, nn.Module] = {}
     master, auxiliary = getattr(backbone, 'master', None), getattr(backbone, 'auxiliary', None)
     if isinstance(master, nn.Module) and isinstance(auxiliary, nn.Module):
@@ -188,10 +201,18 @@ def find_components(model: nn.Module) -> Dict[str, nn.Module]:
     neck = getattr(model, 'neck', None)
     if isinstance(neck, nn.Module):
         comps['neck'] = neck
+    if head is None:
+        comps['heads'] = model
+        return comps
     comps['pixel_decoder'] = head.pixel_decoder
     comps['transformer_decoder'] = head.transformer_decoder
     comps['head_other'] = head
     return comps
+
+
+def _is_mask2former(model: nn.Module) -> bool:
+    head = getattr(model, 'panoptic_head', None) or getattr(model, 'decode_head', None)
+    return head is not None and all(hasattr(head, a) for a in ('pixel_decoder', 'transformer_decoder'))
 
 
 def _component_of_names(model: nn.Module, components: Dict[str, nn.Module]) -> Callable[[str], str]:
@@ -425,7 +446,8 @@ def _data_samples(model: nn.Module, shape: Tuple[int, int]) -> list:
     h, w = shape
     meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
                 scale_factor=(1.0, 1.0))
-    if hasattr(model, 'panoptic_head'):
+    from mmdet.models.detectors import BaseDetector
+    if isinstance(model, BaseDetector):
         from mmdet.structures import DetDataSample
         return [DetDataSample(metainfo=meta)]
     from mmseg.structures import SegDataSample
@@ -445,15 +467,17 @@ def check_shape(shape: Sequence[int]) -> Tuple[int, int]:
 
 
 def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '', shape_source: str = '') -> ModelCost:
-    """Parameters and FLOPs of a Mask2Former model, per component, for one image of ``shape``.
+    """Parameters and FLOPs of a model, per component, for one image of ``shape``.
 
     The model runs in eval mode under ``torch.no_grad()`` on one random normalised image (batch 1, padded to the
-    data preprocessor's size divisor), through ``extract_feat`` and the head's ``forward``: the network itself,
+    data preprocessor's size divisor), through ``extract_feat`` and the Mask2Former head's ``forward`` (other models:
+    their test-time ``_forward``): the network itself,
     without data preprocessing and post-processing (mask resizing, instance selection). Weights do not matter;
     ``init_weights`` is never called.
 
     Args:
-        model (nn.Module): A built mmdet ``Mask2Former`` or mmseg ``EncoderDecoder`` with a Mask2Former head.
+        model (nn.Module): A built mmdet detector or mmseg segmentor (e.g. ``Mask2Former``, ``DINO``,
+            ``MaskRCNN``, ``EncoderDecoder`` with a Mask2Former or UperNet head).
         shape (Sequence[int]): (H, W) of the image.
         name (str): Label of the result (e.g. the config path). Default: ''.
         shape_source (str): Where ``shape`` comes from, for the notes (e.g. ``'--shape'``). Default: ''.
@@ -463,11 +487,11 @@ def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '', sha
         and no FLOP.
 
     Raises:
-        ComplexityError: Not a Mask2Former model, or a bad shape.
+        ComplexityError: Not an mmdet/mmseg model, or a bad shape.
     """
     shape = check_shape(shape)
     components = find_components(model)
-    head = mask2former_head(model)
+    head = mask2former_head(model) if 'pixel_decoder' in components else None
     params = count_parameters(model, components)
     size = padded_shape(model, shape)
     device = next(model.parameters()).device
@@ -478,7 +502,9 @@ def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '', sha
 
     def forward():
         with torch.no_grad():
-            return head(model.extract_feat(image), samples)
+            if head is not None:
+                return head(model.extract_feat(image), samples)
+            return model._forward(image, samples)  # the detector's / segmentor's network, no post-processing
 
     try:
         flops = count_flops(model, forward, components)

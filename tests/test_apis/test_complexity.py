@@ -192,10 +192,11 @@ def test_frozen_auxiliary_counts_as_frozen(tiny_det):
     assert 0 < master_trainable <= master_total
 
 
-def test_non_mask2former_model_is_refused():
+def test_model_without_a_test_time_forward_is_refused():
     model = nn.Module()
     model.backbone, model.decode_head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
-    with pytest.raises(ComplexityError, match='Module with Conv2d is not a Mask2Former model'):
+    with pytest.raises(ComplexityError, match='Module with Conv2d is neither a Mask2Former model nor an mmdet '
+                                              'detector / mmseg segmentor'):
         find_components(model)
 
 

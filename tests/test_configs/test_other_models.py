@@ -172,3 +172,45 @@ def test_fused_backbone_without_the_fusion_neck_first_is_refused(cityscapes_root
         train_main([str(tmp_path / 'no_fusion_neck.py'), '--work-dir', str(tmp_path / 'w')])
     err = capsys.readouterr().err
     assert "needs neck=dict(type='mmfusion.MetricGuidedNeck') first" in err and "got neck ['FPN']" in err, err
+
+
+# --- profile_vfm.py --emit-config on these bases ----------------------------------------------------------------
+
+# A profiled master whose pyramid has distinct channels per stride, so each reader's in_channels show which levels it
+# takes; the auxiliary is the tiny SAM2 Hiera.
+PROFILED_MASTER = dict(type='mmfusion.DINOv3ViT', arch='tiny', pyramid=dict(type='paper', channels=[8, 16, 24, 32]),
+                       checkpoint=None)
+PROFILED_CHANNELS = {4: 8, 8: 16, 16: 24, 32: 32}
+
+
+@pytest.mark.parametrize('name, expected', [
+    (DINO, dict(neck_in_channels=[16, 24, 32], master_strides=[8, 16, 32])),
+    (MASK_RCNN, dict(neck_in_channels=[8, 16, 24, 32])),
+    (UPERNET, dict(decode_head=[8, 16, 24, 32], auxiliary_head=24)),
+], ids=['dino', 'mask-rcnn', 'upernet'])
+def test_emit_config_writes_the_channels_of_what_reads_the_pyramid(name, expected, tmp_path):
+    from mmfusion.registry import MODELS
+    from tests._tools import load_tool
+    from tests.test_models.test_backbones.vfm_utils import TINY_HIERA, TINY_VIT
+    tool = load_tool('analysis/profile_vfm.py')
+    master = dict(PROFILED_MASTER, arch=dict(TINY_VIT))
+    encoders = dict(d=master, s=dict(type='mmfusion.SAM2Hiera', arch=dict(TINY_HIERA), checkpoint=None))
+    profiles = {n: {s: dict(SC=0.5, EF=1.0 + s) for s in (4, 8, 16, 32)} for n in encoders}
+    channels = dict(d=PROFILED_CHANNELS, s={4: 8, 8: 16, 16: 32, 32: 64})
+    out = tmp_path / 'emitted.py'
+    tool.emit_config(str(out), osp.join(ROOT, 'configs', name), dict(master='d', auxiliary='s', inject_stride=16),
+                     profiles, channels, 'profile.json', encoders)
+    cfg = Config.fromfile(str(out))
+    model = cfg.model
+    if 'neck_in_channels' in expected:
+        assert [n.type for n in model.neck] == ['mmfusion.MetricGuidedNeck', model.neck[1].type]
+        assert list(model.neck[1].in_channels) == expected['neck_in_channels']
+    else:
+        assert list(model.decode_head.in_channels) == expected['decode_head']
+        assert model.auxiliary_head.in_channels == expected['auxiliary_head']
+    assert list(model.backbone.master.get('out_strides', [4, 8, 16, 32])) == expected.get('master_strides',
+                                                                                          [4, 8, 16, 32])
+    # The emitted backbone really gives those channels (built, not read back from the config).
+    backbone = MODELS.build({k: v for k, v in model.backbone.items() if k != '_delete_'})
+    want = expected.get('neck_in_channels') or expected['decode_head']
+    assert list(backbone.out_channels) == want and backbone.inject_strides == (16, )

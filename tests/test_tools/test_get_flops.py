@@ -99,7 +99,10 @@ def test_unknown_config_is_a_one_line_error(tmp_path, capsys):
     assert 'config file not found' in err and 'missing.py' in err
 
 
-def test_non_mask2former_config_is_a_one_line_error(tmp_path, capsys):
+def test_a_model_other_than_mask2former_is_measured_encoder_and_heads(tmp_path):
+    """Any mmseg/mmdet model runs through its test-time _forward: here mmseg's FCN on a ResNet-18, whose decode head
+    is one 3x3 conv (64 -> 8 channels on the 8x8 OS8 map of a 64x64 image), a 1x1 classifier (8 -> 3) and the
+    concat conv, counted by hand below."""
     cfg = tmp_path / 'fcn.py'
     cfg.write_text(
         "default_scope = 'mmseg'\n"
@@ -107,9 +110,14 @@ def test_non_mask2former_config_is_a_one_line_error(tmp_path, capsys):
         "             backbone=dict(type='ResNetV1c', depth=18, base_channels=8, num_stages=4,\n"
         "                           out_indices=(3, ), norm_cfg=dict(type='BN')),\n"
         "             decode_head=dict(type='FCNHead', in_channels=64, in_index=0, channels=8, num_convs=1,\n"
-        "                              num_classes=3, norm_cfg=dict(type='BN')))\n")
-    err = _error([str(cfg), '--shape', '64', '64'], capsys)
-    assert 'EncoderDecoder with FCNHead is not a Mask2Former model' in err
+        "                              concat_input=False, num_classes=3, norm_cfg=dict(type='BN')))\n")
+    result = main([str(cfg), '--shape', '64', '64', '--json', str(tmp_path / 'f.json')])
+    rows = {c['key']: c for c in result['components']}
+    assert set(rows) >= {'encoder', 'heads'} and 'pixel_decoder' not in rows
+    # ResNetV1c's stem keeps OS32 at 64x64 -> a 2x2 map, 64 channels (base_channels 8 x 8).
+    head_macs = 2 * 2 * (64 * 8 * 9 + 8 * 3)
+    assert rows['heads']['flops'] == head_macs
+    assert rows['encoder']['flops'] > 0
 
 
 def test_non_positive_shape_is_a_one_line_error(configs, capsys):
