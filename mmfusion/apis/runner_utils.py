@@ -471,7 +471,7 @@ def planned_checkpoint(cfg: Config, mode: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
+def parameters_on_meta() -> Iterator[None]:
     """Every parameter a module registers moves to the meta device at once (its initialisation then costs nothing).
 
     Unlike ``torch.device('meta')``, other tensors stay real: constructors that read values (e.g. SAM2's Hiera takes
@@ -502,7 +502,7 @@ def build_meta_model(cfg: Config):
     from mmengine.registry import MODELS, DefaultScope
     try:
         with config_errors(cfg.filename or 'the config'), DefaultScope.overwrite_default_scope(
-                cfg.get('default_scope')), _parameters_on_meta():
+                cfg.get('default_scope')), parameters_on_meta():
             # A copy: some models edit their config while building (mmdet's DINO sets bbox_head keys) and the Runner
             # builds from the same config afterwards.
             return MODELS.build(copy.deepcopy(cfg.model))
@@ -603,7 +603,7 @@ def _master_strides(master_cfg: Mapping) -> Optional[tuple]:
     """The strides the master encoder offers (built on the meta device), or None when it cannot be built."""
     from mmengine.registry import MODELS
     try:
-        with _parameters_on_meta():
+        with parameters_on_meta():
             master = MODELS.build(dict(master_cfg))
     except Exception:  # noqa: BLE001  (the model's own build reports it)
         return None

@@ -1,15 +1,14 @@
 """The channel lists written by hand in configs (encoders.py's dinov3_channels / sam2_channels, the DINOv2 config's
 master_channels, the demo's in_channels) are the channels the full-size encoders really give: built on the meta
 device (no memory, no weights), not replaced by a test helper."""
-import contextlib
 import glob
 import os.path as osp
 
 import pytest
-import torch.nn as nn
 from mmengine.config import Config
 
 import mmfusion.registry  # noqa: F401  (compat fixes and registries)
+from mmfusion.apis.runner_utils import parameters_on_meta
 from mmfusion.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -18,28 +17,9 @@ CONFIGS = sorted(osp.relpath(p, osp.join(ROOT, 'configs'))
                  if f'{osp.sep}_base_{osp.sep}' not in p)
 
 
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Every parameter moves to the meta device as it is registered (before the layer initialises it), so a
-    full-size encoder costs no weight memory. (A torch.device('meta') context does not do: sam2's Hiera reads
-    .item() of a tensor it makes while building.)"""
-    register = nn.Module.register_parameter
-
-    def on_meta(module, name, param):
-        if param is not None:
-            param = nn.Parameter(param.to('meta'), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
 def _on_meta(cfg: dict):
     cfg = {k: v for k, v in dict(cfg).items() if k != '_delete_'}
-    with _parameters_on_meta():
+    with parameters_on_meta():  # sam2's Hiera reads .item() while building: torch.device('meta') cannot
         return MODELS.build(cfg)
 
 

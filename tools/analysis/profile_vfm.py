@@ -352,11 +352,11 @@ def size_for_strides(size, strides) -> tuple[int, int]:
 def _all_strides(configs: dict, known) -> set:
     """Every stride the profile scores: each encoder's, read from it built on the meta device (no weights)."""
     from mmfusion.apis import profiling as P
-    from mmfusion.apis.runner_utils import _parameters_on_meta
+    from mmfusion.apis.runner_utils import parameters_on_meta
     strides = set(known)
     for name, cfg in configs.items():
         try:
-            with _parameters_on_meta():
+            with parameters_on_meta():
                 strides |= set(P.encoder_strides(P.build_encoder(name, cfg)))
         except Exception:  # noqa: BLE001  (an encoder that cannot be built there: its strides are learnt when run)
             continue
