@@ -41,6 +41,10 @@ def _main(argv):
         raise UserError(f'input not found: {args.input}; pass an image, a folder of images or a video')
     if not osp.isfile(args.checkpoint):
         raise UserError(f'checkpoint not found: {args.checkpoint}; pass the .pth written by tools/train.py')
+    from mmfusion.compat import checkpoint_problem
+    problem = checkpoint_problem(args.checkpoint)  # before the model is built
+    if problem is not None:
+        raise UserError(f'checkpoint {args.checkpoint} {problem}; pass an intact checkpoint written by tools/train.py')
     claim_dir(args.out_dir, 'infer', '--out-dir', create=False)  # refuse a user's folder before building
     infer = FusionInferencer(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
                              max_side=args.max_side)
