@@ -4,10 +4,12 @@ What the graph computes: the data preprocessor's output (a normalised, padded (B
 head's outputs before the task's post-processing out (:mod:`mmfusion.deployment.postprocess` says which, and runs
 the rest for both ONNX Runtime and PyTorch).
 
-Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). The ``torch.export``-based
-one (``dynamo=True``) is not used: the DINOv3, SAM2 Hiera and mmcv/mmdet head code take Python decisions on tensor
-sizes (padding to a multiple, window partitions, ``split`` by level sizes) that it turns into guards or refuses
-without rewrites of that code, while the TorchScript exporter records them as they run. Multi-scale deformable
+Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which records the model as it
+runs. The ``torch.export``-based one (``dynamo=True``) is not used: tried on the tiny fused semantic model (torch
+2.13, onnxscript 0.7.2, dynamic height and width), ``torch.export`` itself failed in both strict and non-strict mode
+("Cannot access data pointer of Tensor (e.g. FakeTensor ...)"), and the encoders' and mmcv's Python arithmetic on
+sizes (padding to a multiple, Hiera's window partition, the deformable attention's split by level) would need
+rewrites before shapes could stay symbolic. Multi-scale deformable
 attention then goes through mmcv's pure-PyTorch path on the CPU (``F.grid_sample``), which opset >= 16 exports as the
 standard ``GridSample``: no custom domain, so stock ONNX Runtime needs no plugin (mmdeploy instead emits its own
 ``MMCVMultiScaleDeformableAttention``). The export therefore always runs on the CPU: on a GPU, mmcv would call its

@@ -253,10 +253,10 @@ def test_dynamic_size_is_refused_naming_what_is_static(exported, export_tool, tm
     assert list(tmp_path.iterdir()) == []  # no file, no temporary left
 
 
-@pytest.mark.parametrize('name', ['semantic', 'instance'])
+@pytest.mark.parametrize('name', ['semantic', 'instance', 'panoptic'])
 def test_shared_postprocessing_reproduces_pytorch_predict(exported, tmp_path, name):
     """The post-processing the ONNX path runs (mmfusion.deployment.postprocess) on PyTorch's own raw outputs gives
-    exactly PyTorch's predict: the two paths differ only in the graph."""
+    exactly PyTorch's predict (label maps, logits, instances, panoptic maps): the two paths differ only in the graph."""
     from mmfusion.apis.inference import FusionInferencer
     from mmfusion.deployment.export import ExportWrapper
     from mmfusion.deployment.postprocess import build_fusion_head, det_postprocess, seg_postprocess
@@ -275,8 +275,12 @@ def test_shared_postprocessing_reproduces_pytorch_predict(exported, tmp_path, na
         assert torch.equal(ours[0].seg_logits.data, stock[0].seg_logits.data)
     else:
         ours = det_postprocess(raw[0], raw[1], samples, build_fusion_head(Config.fromfile(config).model))
-        for key in ('labels', 'scores', 'masks', 'bboxes'):
-            assert torch.equal(getattr(ours[0].pred_instances, key), getattr(stock[0].pred_instances, key)), key
+        assert ('pred_panoptic_seg' in stock[0]) == (name == 'panoptic')
+        if name == 'panoptic':
+            assert torch.equal(ours[0].pred_panoptic_seg.sem_seg, stock[0].pred_panoptic_seg.sem_seg)
+        if 'pred_instances' in stock[0]:
+            for key in ('labels', 'scores', 'masks', 'bboxes'):
+                assert torch.equal(getattr(ours[0].pred_instances, key), getattr(stock[0].pred_instances, key)), key
 
 
 @pytest.fixture(scope='module')
