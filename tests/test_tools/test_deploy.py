@@ -351,8 +351,12 @@ def test_instance_result_files_through_both_tools(exported, infer_tool, tmp_path
         assert union == 0 or (ma & mb).sum() / union >= 0.99
 
 
-def test_onnx_infer_video(exported, infer_tool, tmp_path):
+def test_onnx_infer_one_image_and_a_video(exported, infer_tool, tmp_path, capsys):
     config, _, path, _ = exported('semantic')
+    infer_tool.main([config, path, write_image(tmp_path / 'one.png'), '--out-dir', str(tmp_path / 'one')])
+    assert 'wrote overlays of 1 image(s)' in capsys.readouterr().out
+    assert (tmp_path / 'one' / 'vis' / 'one.png').is_file()
+    assert (tmp_path / 'one' / 'pred' / '00000000_pred.png').is_file()
     video = str(tmp_path / 'clip.mp4')
     writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 5, SIZE[::-1])
     for i in range(2):

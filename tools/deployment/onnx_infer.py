@@ -55,7 +55,8 @@ def _main(argv):
         print(f'wrote {out} ({n} frames)')
         return dict(video=out, frames=n)
     result = infer(args.input, out_dir=args.out_dir)
-    done = len(result['predictions'])
+    preds = result['predictions']
+    done = len(preds) if isinstance(preds, list) else 1  # mmseg returns a lone image's label map itself
     skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
     print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped} '
           f'(ONNX Runtime: {", ".join(p if isinstance(p, str) else p[0] for p in infer.session.providers)})')
