@@ -12,7 +12,7 @@ several classes; that does not change the work.
 
 Usage::
 
-    python benchmarks/bench_deploy.py [--threads 2] [--repeat 3] [--size 512 1024] [--int8]
+    python benchmarks/bench_deploy.py [--threads 2] [--repeat 3] [--size 512 1024] [--int8] [--profile]
 """
 from __future__ import annotations
 
@@ -111,6 +111,28 @@ def case_memory(args, side: str) -> dict:
     return dict(peak_rss_mib=_peak_rss_mib(), load_s=load_s)
 
 
+def _ort_profile(args, x) -> list:
+    """ONNX Runtime's own per-operator profile of one run: ``[(op type, seconds, share), ...]``, largest first."""
+    import collections
+
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = osp.join(args.workdir, 'ort_profile')
+    session = ort.InferenceSession(args.onnx, opts, providers=['CPUExecutionProvider'])
+    session.run(['seg_logits'], {'input': x})
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    per_op = collections.Counter()
+    for e in events:
+        if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time'):
+            per_op[e['args'].get('op_name', '?')] += e['dur'] / 1e6
+    total = sum(per_op.values()) or 1.0
+    return [(op, sec, sec / total) for op, sec in per_op.most_common(8)]
+
+
 def case_latency(args) -> dict:
     """Both sides in one process, their runs alternated (PyTorch, ORT[, ORT int8], PyTorch, ...), so that load from
     other jobs on the machine falls on both alike; one warm-up round, then ``--repeat`` timed rounds."""
@@ -134,6 +156,8 @@ def case_latency(args) -> dict:
                 if i:  # round 0 is a warm-up
                     times[name].append(time.perf_counter() - t0)
     res = {k: dict(median_s=statistics.median(v), times_s=v) for k, v in times.items()}
+    if args.profile:
+        res['ort_profile'] = _ort_profile(args, x.numpy())
     ref = outs['torch']
     labels = ref.argmax(1)
     res['classes_in_map'] = int(len(np.unique(labels)))
@@ -148,8 +172,8 @@ def case_latency(args) -> dict:
 def _sub(args, case: str) -> dict:
     """Run one case in a fresh interpreter; its JSON result is the last line of its stdout."""
     cmd = [sys.executable, osp.abspath(__file__), '--case', case, '--threads', str(args.threads), '--repeat',
-           str(args.repeat), '--size', *map(str, args.size), '--workdir', args.workdir] + (['--int8'] if args.int8
-                                                                                       else [])
+           str(args.repeat), '--size', *map(str, args.size), '--workdir', args.workdir] + \
+        (['--int8'] if args.int8 else []) + (['--profile'] if args.profile else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -164,6 +188,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--repeat', type=int, default=3, help='timed runs per side (after one warm-up)')
     parser.add_argument('--size', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--int8', action='store_true', help='also ONNX Runtime dynamic int8 quantisation')
+    parser.add_argument('--profile', action='store_true', help="print ONNX Runtime's time per operator type")
     parser.add_argument('--case', choices=['export', 'latency', 'memory_torch', 'memory_ort', 'memory_ort_int8'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--workdir', help=argparse.SUPPRESS)
@@ -204,6 +229,9 @@ def main(argv=None) -> dict:
     print(f'ONNX Runtime fp32 vs PyTorch: label maps ({lat["classes_in_map"]} classes) equal on '
           f'{100 * lat["ort"]["label_agreement"]:.3f} % of pixels, scores max |diff| / max = '
           f'{lat["ort"]["rel_diff"]:.2e}')
+    if args.profile:
+        print('ONNX Runtime float32, one run, time per operator type: ' + ', '.join(
+            f'{op} {sec:.2f} s ({100 * share:.0f} %)' for op, sec, share in lat['ort_profile']))
     if args.int8:
         q = lat['ort_int8']
         print(f'int8: quantised in {exp["int8_quantise_s"]:.1f} s, file {exp["int8_size_mib"]:.0f} MiB; label maps '
