@@ -10,7 +10,7 @@ the size), so a huge photo never enters the pipeline at full size.
 Example:
     >>> from mmfusion.apis.inference import FusionInferencer
     >>> infer = FusionInferencer('configs/mask2former_d3s2_cityscapes.py',  # doctest: +SKIP
-    ...                          'work_dirs/x/iter_90000.pth')
+    ...                          'work_dirs/x/iter_180000.pth')
     >>> result = infer('demo.png', out_dir='outputs/')  # doctest: +SKIP
 """
 from __future__ import annotations

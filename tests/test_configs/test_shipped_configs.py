@@ -86,7 +86,9 @@ def _det_loss(model, num_classes=8):
 def _optimizer_groups(model, cfg):
     # The paper configs train with AmpOptimWrapper, which MMEngine builds only beside a GPU; the parameter groups
     # are the constructor's either way.
-    wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
+    amp_only = ('loss_scale', 'dtype', 'use_fsdp')
+    wrapper = build_optim_wrapper(model, dict({k: v for k, v in cfg.optim_wrapper.items() if k not in amp_only},
+                                              type='OptimWrapper'))
     names = {id(p): n for n, p in model.named_parameters()}
     return {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
 
