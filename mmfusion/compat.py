@@ -150,20 +150,10 @@ class CorruptCheckpointError(RuntimeError):
 
 def _atomic_put(self, obj: bytes, filepath) -> None:
     """``LocalBackend.put`` that never leaves a partly written ``filepath``: temporary file, fsync, rename."""
+    from mmfusion.utils.fileio import atomic_write
     filepath = str(filepath)
-    folder = osp.dirname(osp.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(filepath)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(obj)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
+    atomic_write(filepath, obj)
 
 
 def checkpoint_problem(path: str) -> Optional[str]:

@@ -11,10 +11,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import os.path as osp
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Union
 
 from .errors import UserError
 
@@ -125,3 +127,26 @@ def refuse_existing(paths: Iterable[str], fix: str) -> None:
     if existing:
         more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
         raise UserError(f'{existing[0]} already exists{more}; {fix} (nothing was overwritten)')
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary path beside ``path`` to write to: when the block ends it is flushed to disk and renamed over
+    ``path``, so a kill or a full disk leaves the old file or the new one, never a partial (or 0-byte) one; when the
+    block raises, it is removed and ``path`` is left as it was."""
+    folder = osp.dirname(osp.abspath(path))
+    tmp = osp.join(folder, f'.{osp.basename(path)}.{os.getpid()}.tmp')
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path: str, data: Union[bytes, str]) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(data.encode('utf-8') if isinstance(data, str) else data)

@@ -7,7 +7,6 @@ that window loses the whole run. It also writes ``last_checkpoint`` in place (a 
 from __future__ import annotations
 
 import errno
-import os
 import os.path as osp
 from typing import Optional
 
@@ -16,25 +15,9 @@ from mmengine.hooks import CheckpointHook
 
 from mmfusion.registry import HOOKS
 from mmfusion.utils.errors import UserError
+from mmfusion.utils.fileio import atomic_write
 
-__all__ = ['SafeCheckpointHook', 'atomic_write_text']
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, flushed and renamed over it: a kill
-    or a full disk leaves the old content or the new one, never a partial file."""
-    folder = osp.dirname(osp.abspath(path))
-    tmp = osp.join(folder, f'.{osp.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ['SafeCheckpointHook']
 
 
 @HOOKS.register_module()
@@ -82,7 +65,7 @@ class SafeCheckpointHook(CheckpointHook):
 
         if not is_main_process():  # sharded strategies: every rank saves its part, rank 0 keeps the books
             return
-        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        atomic_write(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
         if dropped is not None and dropped != step:
             path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(dropped))
             if self.file_backend.isfile(path):

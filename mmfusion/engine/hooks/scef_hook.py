@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mmfusion.metrics import DEFAULT_STRIDES, METRIC_KEYS, PRESETS, ProfileAccumulator, save_profile
 from mmfusion.registry import HOOKS
+from mmfusion.utils.fileio import atomic_path
 from mmfusion.utils.images import list_images, normalize, read_rgb
 from mmfusion.utils.normalisation import IMAGENET, preprocessor_normalisation
 
@@ -302,16 +303,9 @@ class SCEFHook(Hook):
         meta = dict(iter=step, num_probes=int(self._probes.shape[0]), probe_size=list(self.probe_size),
                     preset=self.preset, seconds=seconds, probe_source=self._source)
         # Written aside and renamed: a kill or a full disk never leaves a partial (or 0-byte) iter_N.json.
-        tmp = osp.join(osp.dirname(path), f'.{osp.basename(path)}.{os.getpid()}.tmp')
-        try:
+        with atomic_path(path) as tmp:
             save_profile(tmp, {name: {int(s): m for s, m in p.items()} for name, p in profiles.items()},
                          selection=selection, meta=meta)
-            with open(tmp, 'rb+') as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
         summary = ', '.join(f'{k[5:]}={v:.3f}' for k, v in scalars.items() if k != 'scef/seconds')
         runner.logger.info(f'SCEF at iter {step} on {self._probes.shape[0]} probes ({seconds:.1f}s): {summary}')
 
