@@ -13,11 +13,10 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from mmfusion.apis.inference import DEFAULT_MAX_SIDE, VIDEO_EXTS, FusionInferencer
+from mmfusion.apis.inference import DEFAULT_MAX_SIDE, FusionInferencer, predict_and_write
 from mmfusion.apis.runner_utils import add_debug_arg, run_tool
 from mmfusion.utils.errors import UserError
 from mmfusion.utils.fileio import claim_dir
-from mmfusion.utils.images import list_images
 
 
 def parse_args(argv=None):
@@ -49,16 +48,8 @@ def _main(argv):
     infer = FusionInferencer(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
                              max_side=args.max_side)
     claim_dir(args.out_dir, 'infer', '--out-dir')
-    if args.input.lower().endswith(VIDEO_EXTS):
-        out = osp.join(args.out_dir, osp.splitext(osp.basename(args.input))[0] + '_overlay.mp4')
-        n = infer.video(args.input, out, max_frames=args.max_frames)
-        print(f'wrote {out} ({n} frames)')
-        return dict(video=out, frames=n)
-    result = infer(args.input, out_dir=args.out_dir)
-    # The images predicted (``predictions`` is per-image lists for mmdet but a dict of arrays for one mmseg image).
-    done = (len(list_images(args.input)) if osp.isdir(args.input) else 1) - len(result['skipped'])
-    skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
-    print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped}')
+    result, line = predict_and_write(infer, args.input, args.out_dir, args.max_frames)
+    print(line)
     return result
 
 

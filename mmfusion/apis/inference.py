@@ -222,3 +222,25 @@ class FusionInferencer:
         if n == 0:
             raise UserError(f'no frame could be read from {path}; check that the video plays')
         return n
+
+
+def predict_and_write(infer, inputs: str, out_dir: str, max_frames: Optional[int] = None) -> tuple[dict, str]:
+    """What ``tools/infer.py`` and ``tools/deployment/onnx_infer.py`` do with an inferencer: a video's overlay video,
+    or the images' ``vis/`` overlays and ``pred/`` maps; returns the result and the line that says what was written.
+
+    Args:
+        infer (FusionInferencer): The inferencer (PyTorch, or ONNX Runtime's subclass).
+        inputs (str): An image, a folder of images or a video.
+        out_dir (str): The output folder (claimed by the caller).
+        max_frames (int, optional): Video: stop after this many frames. Defaults to None.
+    """
+    if inputs.lower().endswith(VIDEO_EXTS):
+        out = osp.join(out_dir, osp.splitext(osp.basename(inputs))[0] + '_overlay.mp4')
+        n = infer.video(inputs, out, max_frames=max_frames)
+        return dict(video=out, frames=n), f'wrote {out} ({n} frames)'
+    result = infer(inputs, out_dir=out_dir)
+    preds = result['predictions']
+    # Per-image lists (mmdet, or several images), but one mmseg image's prediction itself: count what was written.
+    done = len(preds) if isinstance(preds, list) else 1
+    skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
+    return result, f'wrote overlays of {done} image(s) to {osp.join(out_dir, "vis")}{skipped}'

@@ -16,7 +16,7 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from mmfusion.apis.inference import DEFAULT_MAX_SIDE, VIDEO_EXTS
+from mmfusion.apis.inference import DEFAULT_MAX_SIDE, predict_and_write
 from mmfusion.apis.runner_utils import add_debug_arg, run_tool
 from mmfusion.utils.errors import UserError
 from mmfusion.utils.fileio import claim_dir
@@ -49,17 +49,9 @@ def _main(argv):
     infer = OnnxInferencer(args.config, args.onnx, device=args.device, cfg_options=args.cfg_options,
                            max_side=args.max_side, threads=args.threads)
     claim_dir(args.out_dir, 'infer', '--out-dir')
-    if args.input.lower().endswith(VIDEO_EXTS):
-        out = osp.join(args.out_dir, osp.splitext(osp.basename(args.input))[0] + '_overlay.mp4')
-        n = infer.video(args.input, out, max_frames=args.max_frames)
-        print(f'wrote {out} ({n} frames)')
-        return dict(video=out, frames=n)
-    result = infer(args.input, out_dir=args.out_dir)
-    preds = result['predictions']
-    done = len(preds) if isinstance(preds, list) else 1  # mmseg returns a lone image's label map itself
-    skipped = f', skipped {len(result["skipped"])} unreadable' if result['skipped'] else ''
-    print(f'wrote overlays of {done} image(s) to {osp.join(args.out_dir, "vis")}{skipped} '
-          f'(ONNX Runtime: {", ".join(p if isinstance(p, str) else p[0] for p in infer.session.providers)})')
+    result, line = predict_and_write(infer, args.input, args.out_dir, args.max_frames)
+    providers = ', '.join(p if isinstance(p, str) else p[0] for p in infer.session.providers)
+    print(f'{line} (ONNX Runtime: {providers})')
     return result
 
 
