@@ -3,6 +3,6 @@
 #   tools/dist_train.sh configs/mask2former_d3s2_8xb2-160k_ade20k.py 8
 _base_ = ['./mask2former_d3s2_ade20k.py']
 
-train_dataloader = dict(batch_size=2)
-optim_wrapper = dict(type='OptimWrapper')
+train_dataloader = dict(batch_size={{_base_.stock_batch_size}})
+optim_wrapper = {{_base_.stock_optim_wrapper}}
 param_scheduler = dict(power=0.9)

@@ -3,9 +3,8 @@
 #   tools/dist_train.sh configs/mask2former_d3s2_8xb2-90k_cityscapes.py 8
 _base_ = ['./mask2former_d3s2_cityscapes.py']
 
-max_iters = 90000
-train_dataloader = dict(batch_size=2)
-optim_wrapper = dict(type='OptimWrapper')
-param_scheduler = dict(power=0.9, end=max_iters)
-train_cfg = dict(max_iters=max_iters)
-auto_scale_lr = dict(base_batch_size=16)
+train_dataloader = dict(batch_size={{_base_.stock_batch_size}})
+optim_wrapper = {{_base_.stock_optim_wrapper}}
+param_scheduler = {{_base_.stock_cityscapes_param_scheduler}}
+train_cfg = {{_base_.stock_cityscapes_train_cfg}}
+auto_scale_lr = {{_base_.stock_auto_scale_lr}}

@@ -4,6 +4,6 @@
 _base_ = ['./mask2former_d3s2_coco.py']
 
 model = dict(panoptic_head=dict(num_queries=100))
-train_dataloader = dict(batch_size=2)
-optim_wrapper = dict(type='OptimWrapper')
-auto_scale_lr = dict(base_batch_size=16)
+train_dataloader = dict(batch_size={{_base_.stock_batch_size}})
+optim_wrapper = {{_base_.stock_optim_wrapper}}
+auto_scale_lr = {{_base_.stock_auto_scale_lr}}

@@ -43,3 +43,12 @@ ade20k_auto_scale_lr = dict(enable=False, base_batch_size=ade20k_batch_size)
 cityscapes_boundary_ratio = 0.005
 coco_boundary_ratio = 0.02
 ade20k_boundary_ratio = 0.02
+
+# The stock mmdet/mmseg Mask2Former schedules, for the configs named the mmdet way (mask2former_d3s2_8xb2-*.py):
+# 8 GPUs x 2 images, float32 (mmdet/mmseg train without AMP); Cityscapes: mmseg's 90k iterations, poly power 0.9.
+stock_batch_size = 2
+stock_auto_scale_lr = dict(base_batch_size=16)
+stock_optim_wrapper = dict(type='OptimWrapper')
+stock_cityscapes_max_iters = 90000
+stock_cityscapes_param_scheduler = dict(power=0.9, end=stock_cityscapes_max_iters)
+stock_cityscapes_train_cfg = dict(max_iters=stock_cityscapes_max_iters)
