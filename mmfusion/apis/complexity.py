@@ -146,21 +146,12 @@ class ModelCost:
 # --- components ------------------------------------------------------------------------------------------------
 
 
-def mask2former_head(model: nn.Module) -> nn.Module:
-    """The Mask2Former head of an mmdet ``Mask2Former`` (``panoptic_head``) or mmseg model (``decode_head``).
-
-    Raises:
-        ComplexityError: The model has no such head, or the head lacks ``pixel_decoder``/``transformer_decoder``.
-    """
-    head = getattr(model, 'panoptic_head', None)
-    if head is None:
-        head = getattr(model, 'decode_head', None)
-    if head is None or not all(hasattr(head, a) for a in ('pixel_decoder', 'transformer_decoder')):
-        what = type(model).__name__ + ('' if head is None else f' with {type(head).__name__}')
-        raise ComplexityError(
-            f'{what} is not a Mask2Former model: expected a panoptic_head (mmdet) or decode_head (mmseg) with '
-            'pixel_decoder and transformer_decoder; use a Mask2Former config')
-    return head
+def mask2former_head(model: nn.Module) -> Optional[nn.Module]:
+    """The Mask2Former head of an mmdet ``Mask2Former`` (``panoptic_head``) or mmseg model (``decode_head``): the
+    head with a ``pixel_decoder`` and a ``transformer_decoder``; None for other models."""
+    head = getattr(model, 'panoptic_head', None) or getattr(model, 'decode_head', None)
+    return head if head is not None and all(hasattr(head, a) for a in ('pixel_decoder', 'transformer_decoder')) \
+        else None
 
 
 def find_components(model: nn.Module) -> Dict[str, nn.Module]:
@@ -181,15 +172,12 @@ def find_components(model: nn.Module) -> Dict[str, nn.Module]:
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
         raise ComplexityError(f'{type(model).__name__} has no backbone; use an mmdet or mmseg model config')
-    head = None
-    if not _is_mask2former(model):
-        if not callable(getattr(model, '_forward', None)):
-            heads = [type(m).__name__ for n, m in model.named_children() if n not in ('backbone', 'neck')]
-            raise ComplexityError(f'{type(model).__name__} with {", ".join(heads) or "no head"} is neither a '
-                                  'Mask2Former model nor an mmdet detector / mmseg segmentor (no _forward); use an '
-                                  'mmdet or mmseg model config')
-    else:
-        head = mask2former_head(model)
+    head = mask2former_head(model)
+    if head is None and not callable(getattr(model, '_forward', None)):
+        heads = [type(m).__name__ for n, m in model.named_children() if n not in ('backbone', 'neck')]
+        raise ComplexityError(f'{type(model).__name__} with {", ".join(heads) or "no head"} is neither a '
+                              'Mask2Former model nor an mmdet detector / mmseg segmentor (no _forward); use an '
+                              'mmdet or mmseg model config')
     comps: Dict[str, nn.Module] = {}
     master, auxiliary = getattr(backbone, 'master', None), getattr(backbone, 'auxiliary', None)
     if isinstance(master, nn.Module) and isinstance(auxiliary, nn.Module):
@@ -208,11 +196,6 @@ def find_components(model: nn.Module) -> Dict[str, nn.Module]:
     comps['transformer_decoder'] = head.transformer_decoder
     comps['head_other'] = head
     return comps
-
-
-def _is_mask2former(model: nn.Module) -> bool:
-    head = getattr(model, 'panoptic_head', None) or getattr(model, 'decode_head', None)
-    return head is not None and all(hasattr(head, a) for a in ('pixel_decoder', 'transformer_decoder'))
 
 
 def _component_of_names(model: nn.Module, components: Dict[str, nn.Module]) -> Callable[[str], str]:
@@ -491,7 +474,7 @@ def model_complexity(model: nn.Module, shape: Sequence[int], name: str = '', sha
     """
     shape = check_shape(shape)
     components = find_components(model)
-    head = mask2former_head(model) if 'pixel_decoder' in components else None
+    head = components.get('head_other')  # the Mask2Former head, when the model has one
     params = count_parameters(model, components)
     size = padded_shape(model, shape)
     device = next(model.parameters()).device
