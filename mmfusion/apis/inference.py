@@ -224,6 +224,27 @@ class FusionInferencer:
         return n
 
 
+def add_infer_args(parser) -> None:
+    """The arguments ``tools/infer.py`` and ``tools/deployment/onnx_infer.py`` share, after their model argument:
+    the input, the output folder and how inputs are read."""
+    from mmengine.config import DictAction
+
+    from mmfusion.apis.runner_utils import add_debug_arg
+    parser.add_argument('input', help='image, folder of images, or video')
+    parser.add_argument('--out-dir', default='outputs', help='output folder (new, empty, or made by an infer tool)')
+    parser.add_argument('--max-frames', type=int, default=None, help='video: stop after this many frames')
+    parser.add_argument('--max-side', type=int, default=DEFAULT_MAX_SIDE,
+                        help=f'images with a longer side are read downscaled (default: {DEFAULT_MAX_SIDE} px)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_debug_arg(parser)
+
+
+def check_infer_input(path: str) -> None:
+    """Refuse an input that does not exist, before anything is loaded."""
+    if not osp.exists(path):
+        raise UserError(f'input not found: {path}; pass an image, a folder of images or a video')
+
+
 def predict_and_write(infer, inputs: str, out_dir: str, max_frames: Optional[int] = None) -> tuple[dict, str]:
     """What ``tools/infer.py`` and ``tools/deployment/onnx_infer.py`` do with an inferencer: a video's overlay video,
     or the images' ``vis/`` overlays and ``pred/`` maps; returns the result and the line that says what was written.

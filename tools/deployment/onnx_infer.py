@@ -14,10 +14,8 @@ earlier OUT_DIR of tools/infer.py or of this tool. Unreadable images in a folder
 import argparse
 import os.path as osp
 
-from mmengine.config import DictAction
-
-from mmfusion.apis.inference import DEFAULT_MAX_SIDE, predict_and_write
-from mmfusion.apis.runner_utils import add_debug_arg, run_tool
+from mmfusion.apis.inference import add_infer_args, check_infer_input, predict_and_write
+from mmfusion.apis.runner_utils import run_tool
 from mmfusion.utils.errors import UserError
 from mmfusion.utils.fileio import claim_dir
 
@@ -26,22 +24,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('onnx', help='the .onnx written by tools/deployment/pytorch2onnx.py')
-    parser.add_argument('input', help='image, folder of images, or video')
-    parser.add_argument('--out-dir', default='outputs', help='output folder (new, empty, or made by an infer tool)')
+    add_infer_args(parser)
     parser.add_argument('--device', default='cpu', help='cpu, or cuda[:N] (ONNX Runtime CUDA execution provider)')
     parser.add_argument('--threads', type=int, default=None, help='ONNX Runtime intra-op threads (default: all)')
-    parser.add_argument('--max-frames', type=int, default=None, help='video: stop after this many frames')
-    parser.add_argument('--max-side', type=int, default=DEFAULT_MAX_SIDE,
-                        help=f'images with a longer side are read downscaled (default: {DEFAULT_MAX_SIDE} px)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
 def _main(argv):
     args = parse_args(argv)
-    if not osp.exists(args.input):
-        raise UserError(f'input not found: {args.input}; pass an image, a folder of images or a video')
+    check_infer_input(args.input)
     if not osp.isfile(args.onnx):
         raise UserError(f'ONNX file not found: {args.onnx}; export one with tools/deployment/pytorch2onnx.py')
     claim_dir(args.out_dir, 'infer', '--out-dir', create=False)  # refuse a user's folder before loading
