@@ -160,7 +160,7 @@ def rewire(model: Mapping, channels: Sequence[int]) -> dict:
     return updates
 
 
-def fused_levels(model_cfg: Mapping) -> Optional[Tuple[int, ...]]:
+def master_out_strides(model_cfg: Mapping) -> Optional[Tuple[int, ...]]:
     """The strides the config's fused master states (``model.backbone.master.out_strides``), or None for its default."""
     master = (model_cfg.get('backbone') or {}).get('master') or {}
     strides = master.get('out_strides') if isinstance(master, Mapping) else None

@@ -113,18 +113,23 @@ def _test_size(cfg: Config, image_hw):
     return (h, w)
 
 
-@pytest.mark.parametrize('name', sorted(OFFICIAL))
-def test_paper_config_trains_the_paper_recipe(name):
-    cfg, want = _load(name), OFFICIAL[name]
+def _check_schedule(cfg: Config, want: dict) -> None:
+    """Images per iteration, iterations, the lr schedule and the queries, as ``want`` states them."""
     assert cfg.train_dataloader.batch_size == want['batch']
     assert cfg.train_cfg.max_iters == want['iters']
     assert _schedule(cfg) == want['schedule']
+    assert _head(cfg).num_queries == want['queries']
+
+
+@pytest.mark.parametrize('name', sorted(OFFICIAL))
+def test_paper_config_trains_the_paper_recipe(name):
+    cfg, want = _load(name), OFFICIAL[name]
+    _check_schedule(cfg, want)
     opt = cfg.optim_wrapper
     assert opt.type == 'AmpOptimWrapper'  # AMP, as the reference trains
     assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
     assert opt.paramwise_cfg.custom_keys['backbone'].lr_mult == 0.1
     assert dict(opt.clip_grad) == dict(max_norm=0.01, norm_type=2)  # full-model L2 clipping
-    assert _head(cfg).num_queries == want['queries']
     assert _crop(cfg) == want['crop']
     assert _test_size(cfg, want['test_image']) == want['test']
     # MMEngine scales the lr from the batch the recipe states (--auto-scale-lr), and only when asked.
@@ -189,9 +194,6 @@ STOCK = {
 def test_stock_schedule_configs_train_the_stock_recipe(name):
     """mmdet/mmseg's own Mask2Former schedules (8 GPUs x 2 images, float32), named the mmdet way."""
     cfg, want = _load(name), STOCK[name]
-    assert cfg.train_dataloader.batch_size == want['batch']
-    assert cfg.train_cfg.max_iters == want['iters']
-    assert _schedule(cfg) == want['schedule']
-    assert _head(cfg).num_queries == want['queries']
+    _check_schedule(cfg, want)
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert cfg.auto_scale_lr.base_batch_size == 16

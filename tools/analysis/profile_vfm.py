@@ -152,7 +152,7 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
     from mmengine.config import Config
 
     from mmfusion.apis.profiling import ProfileError
-    from mmfusion.apis.pyramid_wiring import WiringError, fused_levels, rewire
+    from mmfusion.apis.pyramid_wiring import WiringError, master_out_strides, rewire
 
     if not osp.isfile(base):
         raise ProfileError(f'base config not found: {base}; pass an existing file to --base-config')
@@ -166,7 +166,7 @@ def emit_config(path: str, base: str, selection: dict, profiles: dict, channels:
                            'e.g. configs/mask2former_d3s2_cityscapes.py')
     profiled = sorted(channels[master])
     master_cfg = {'_delete_': True, **_plain(encoders[master])}
-    strides = fused_levels(model)
+    strides = master_out_strides(model)
     if strides is not None:  # the base's model reads these levels of the master (e.g. DINO's ChannelMapper)
         missing = [s for s in strides if s not in profiled]
         if missing:
