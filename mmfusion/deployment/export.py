@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import shutil
 import tempfile
 import time
 import warnings
@@ -38,8 +39,9 @@ from mmfusion.utils.errors import UserError
 
 from .postprocess import INSTANCE, PANOPTIC, SEMANTIC
 
-__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'META_KEY', 'OUTPUT_NAMES', 'ExportWrapper', 'model_task', 'default_shape',
-           'preprocess_record', 'export_onnx', 'relative_diff', 'graph_domains', 'read_spec']
+__all__ = ['DEFAULT_OPSET', 'MIN_OPSET', 'META_KEY', 'OUTPUT_NAMES', 'EXTERNAL_DATA_BYTES', 'ExportWrapper',
+           'model_task', 'default_shape', 'preprocess_record', 'export_onnx', 'relative_diff', 'graph_domains',
+           'read_spec', 'external_data_file', 'save_onnx']
 
 DEFAULT_OPSET = 17  # LayerNormalization is one op from 17 (the ViT's norms stay single nodes)
 MIN_OPSET = 16  # GridSample (multi-scale deformable attention) is standard from 16
@@ -53,6 +55,9 @@ DYNAMIC_CHECK_BATCH = 2
 DYNAMIC_CHOICES = ('batch', 'all')
 # ONNX Runtime vs PyTorch on the export check: max |diff| relative to the output's largest magnitude.
 CHECK_TOLERANCE = 1e-3
+# Weights above this many bytes go to one external file beside the .onnx: protobuf cannot serialise a message over
+# 2 GiB, and the graph itself needs room (e.g. a DINOv3 ViT-7B master).
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def _type(cfg_type) -> str:
@@ -234,13 +239,61 @@ def _static_sites(caught: Sequence) -> list:
     return sites
 
 
+def external_data_file(onnx_path: str) -> str:
+    """The one file an export keeps its weights in when they are stored outside the ``.onnx``: ``FILE.onnx.data``
+    beside it (the ``.onnx`` names it relative to its own folder, so the two move together)."""
+    return onnx_path + '.data'
+
+
+def _weight_bytes(model_proto) -> int:
+    return sum(len(t.raw_data) for t in model_proto.graph.initializer)
+
+
+def save_onnx(model_proto, path: str, external: Optional[bool] = None) -> Optional[str]:
+    """Write ``model_proto`` to ``path``, its weights inline or in one external file.
+
+    Weights must be in memory (``onnx.load(..., load_external_data=True)``): torch's exporter writes one file per
+    tensor for a model over 2 GiB; this gathers them into :func:`external_data_file` (and leaves the per-tensor
+    files for the caller to remove).
+
+    Args:
+        model_proto (onnx.ModelProto): The model, weights loaded.
+        path (str): The ``.onnx`` to write.
+        external (bool, optional): True: weights in :func:`external_data_file`; False: inline; None: external when
+            they exceed :data:`EXTERNAL_DATA_BYTES`.
+
+    Returns:
+        str | None: The external data file's name (relative to ``path``'s folder), or None.
+
+    Raises:
+        UserError: ``external=False`` with weights too large for one file.
+    """
+    import onnx
+    size = _weight_bytes(model_proto)
+    if external is None:
+        external = size > EXTERNAL_DATA_BYTES
+    elif not external and size > EXTERNAL_DATA_BYTES:
+        raise UserError(f'the weights take {size / 2**30:.2f} GiB, more than one .onnx file can hold (protobuf '
+                        'messages stop at 2 GiB); save them to an external file (external=True or None)')
+    if not external:
+        onnx.save_model(model_proto, path)
+        return None
+    location = osp.basename(external_data_file(path))
+    if osp.lexists(osp.join(osp.dirname(path), location)):
+        os.remove(osp.join(osp.dirname(path), location))  # onnx appends to an existing file
+    onnx.save_model(model_proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=1024)
+    return location
+
+
 def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dynamic: Optional[str] = None,
                 opset: int = DEFAULT_OPSET, extra_spec: Optional[dict] = None, config_name: str = 'the config',
-                log: Callable[[str], None] = print, seed: int = 0) -> dict:
+                log: Callable[[str], None] = print, seed: int = 0, external_data: Optional[bool] = None) -> dict:
     """Export ``model`` to ``out``, check the file, and compare ONNX Runtime with PyTorch on a random input.
 
-    The file is written next to ``out`` under a temporary name and renamed only after every check passed, so a failed
-    or refused export leaves nothing behind.
+    The file is written in a temporary folder beside ``out`` and moved to ``out`` only after every check passed, so a
+    failed or refused export leaves nothing behind. Weights over :data:`EXTERNAL_DATA_BYTES` (or any, with
+    ``external_data=True``) go to one file, :func:`external_data_file` (``FILE.onnx.data``), moved with it.
 
     Args:
         model (nn.Module): An mmseg ``EncoderDecoder`` / mmdet ``Mask2Former`` with its weights loaded.
@@ -256,9 +309,12 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
         config_name (str): Named in refusals.
         log (Callable): Progress lines. Default: print.
         seed (int): Seed of the random check inputs.
+        external_data (bool, optional): True: weights in ``FILE.onnx.data``; None: only when they are too large for
+            one file. Default: None.
 
     Returns:
-        dict: ``export_s``, ``size_mb``, ``max_rel_diff`` (per output, at ``shape``) and, with ``dynamic``,
+        dict: ``export_s``, ``size_mb`` (with the external data), ``external_data`` (its path, or None),
+        ``max_rel_diff`` (per output, at ``shape``) and, with ``dynamic``,
         ``dynamic_rel_diff`` (at the second batch / size), ``domains``, the record stored (``spec``).
 
     Raises:
@@ -292,8 +348,9 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
 
     folder = osp.dirname(osp.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(out) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
+    # A private folder: torch writes a large model's weights as one file per tensor beside the graph.
+    work = tempfile.mkdtemp(prefix='.' + osp.basename(out) + '.', suffix='.tmp', dir=folder)
+    tmp = osp.join(work, osp.basename(out))
     try:
         what = {None: '', 'batch': ' (dynamic batch)', 'all': ' (dynamic batch, height, width)'}[dynamic]
         log(f'exporting {config_name} ({task}) at 1x3x{h}x{w}{what}, opset {opset}, TorchScript exporter')
@@ -311,21 +368,26 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
         export_s = time.perf_counter() - t0
         sites = _static_sites(caught)
 
-        proto = onnx.load(tmp, load_external_data=False)
+        proto = onnx.load(tmp)  # weights too (torch's per-tensor files, if any): save_onnx writes them once
         domains = graph_domains(proto)
         custom = sorted(d for d in domains if d not in ('', 'ai.onnx'))
         if custom:
             raise UserError(f'{config_name}: the exported graph uses custom operator domains {custom}, which stock '
                             'ONNX Runtime does not run; export on the CPU with mmcv ops in their PyTorch path')
+        if external_data is None:
+            external_data = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
         spec = dict(format=1, task=task, input=[INPUT_NAME, 1, 3, h, w], outputs=list(names),
                     dynamic=dict(batch=bool(dynamic), spatial=spatial), opset=opset,
                     exporter=f'torch.onnx TorchScript (torch {torch.__version__})', config=config_name,
+                    external_data=osp.basename(external_data_file(out)) if external_data else None,
                     **(extra_spec or {}))
         from mmfusion.version import __version__
         spec['mmfusion'] = __version__
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(spec)
-        onnx.save(proto, tmp)
+        for name in os.listdir(work):  # torch's per-tensor weight files: their contents are in proto now
+            os.remove(osp.join(work, name))
+        save_onnx(proto, tmp, external=external_data)
         del proto
         onnx.checker.check_model(tmp, full_check=False)  # the path form: no 2 GiB protobuf limit
 
@@ -360,9 +422,14 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
             log(f'ONNX Runtime vs PyTorch at {DYNAMIC_CHECK_BATCH}x3x{h2}x{w2} (dynamic check): {_fmt(d2)}')
             result['dynamic_rel_diff'] = d2
         del session
+        data = external_data_file(out)
+        if external_data:  # the weights first: a .onnx in place always finds its own
+            os.replace(external_data_file(tmp), data)
+        elif osp.lexists(data):
+            log(f'note: {data} is not used by the new {osp.basename(out)} (its weights are inside it)')
         os.replace(tmp, out)
     finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-    result['size_mb'] = osp.getsize(out) / 2**20
+        shutil.rmtree(work, ignore_errors=True)
+    result['external_data'] = external_data_file(out) if external_data else None
+    result['size_mb'] = (osp.getsize(out) + (osp.getsize(result['external_data']) if external_data else 0)) / 2**20
     return result

@@ -71,6 +71,10 @@ class OrtSession:
                             'export it again with tools/deployment/pytorch2onnx.py') from e
         self.spec = read_spec(proto, path)
         del proto
+        data = self.spec.get('external_data')
+        if data and not osp.isfile(osp.join(osp.dirname(path), data)):
+            raise UserError(f'{path} keeps its weights in {data}, which is not beside it; copy {data} into '
+                            f'{osp.dirname(path) or "."} with it (the two files move together)')
         self.path = path
         opts = ort.SessionOptions()
         opts.log_severity_level = 3

@@ -237,6 +237,84 @@ def test_second_size_and_dynamic_batch_match_pytorch(exported, tmp_path):
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.999
 
 
+@pytest.mark.parametrize('how', ['flag', 'size'])
+def test_external_data_export_moves_with_its_weights(exported, export_tool, infer_tool, tmp_path, monkeypatch, capsys,
+                                                     how):
+    """Weights in FILE.onnx.data (--external-data, or weights over the size limit, lowered here): exactly two files
+    written, the graph names its weights relative to itself, the pair runs where it is moved to and predicts what the
+    inline export predicts; the .onnx without its .data is refused in one line."""
+    import shutil
+
+    from mmfusion.deployment import export as export_mod
+    from mmfusion.deployment.runtime import OrtSession
+    config, ckpt, inline, _ = exported('semantic')
+    out = tmp_path / 'ext' / 'm.onnx'
+    if how == 'size':
+        monkeypatch.setattr(export_mod, 'EXTERNAL_DATA_BYTES', 1)
+    result = export_tool.main([config, ckpt, '--out', str(out)] + (['--external-data'] if how == 'flag' else []))
+    assert result['external_data'] == str(out) + '.data'
+    assert sorted(p.name for p in out.parent.iterdir()) == ['m.onnx', 'm.onnx.data']  # no temporary folder left
+    assert f'wrote {out} with its weights in {out}.data' in capsys.readouterr().out
+    proto = onnx.load(str(out), load_external_data=False)
+    big = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert big and {e.value for t in big for e in t.external_data if e.key == 'location'} == {'m.onnx.data'}
+    stored = sum(int(e.value) for t in big for e in t.external_data if e.key == 'length')
+    assert stored > osp.getsize(inline) / 2 and osp.getsize(str(out) + '.data') >= stored  # the tiny model's bulk
+
+    moved = tmp_path / 'moved'
+    shutil.move(str(out.parent), str(moved))
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(5))
+    ref, = OrtSession(inline).run(x)
+    got, = OrtSession(str(moved / 'm.onnx')).run(x)
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+
+    (moved / 'm.onnx.data').unlink()
+    assert _one_line(capsys, lambda: infer_tool.main([config, str(moved / 'm.onnx'), write_image(tmp_path / 'a.png'),
+                                                      '--out-dir', str(tmp_path / 'o')])) == \
+        f'error: {moved / "m.onnx"} keeps its weights in m.onnx.data, which is not beside it; copy m.onnx.data ' \
+        f'into {moved} with it (the two files move together)'
+
+
+def test_save_onnx_gathers_per_tensor_weight_files(tmp_path, monkeypatch):
+    """What torch's exporter writes for a model over 2 GiB (one file per tensor) becomes one FILE.onnx.data above
+    the size limit, or goes inline below it; external=False above it is refused."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mmfusion.deployment import export as export_mod
+    from mmfusion.utils.errors import UserError
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((8, 64), np.float32), rng.standard_normal((64, 4), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node('MatMul', ['x', 'w1'], ['h']), helper.make_node('MatMul', ['h', 'w2'], ['y'])], 'g',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(w1, 'w1'), numpy_helper.from_array(w2, 'w2')])
+    torch_like = tmp_path / 'torch'
+    torch_like.mkdir()
+    onnx.save_model(helper.make_model(graph), str(torch_like / 'm.onnx'), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert sorted(p.name for p in torch_like.iterdir()) == ['m.onnx', 'w1', 'w2']
+    x = rng.standard_normal((2, 8), np.float32)
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'x': x})[0]
+
+    monkeypatch.setattr(export_mod, 'EXTERNAL_DATA_BYTES', 1000)  # w1 + w2 = 3072 bytes
+    for folder, expect in (('above', ['m.onnx', 'm.onnx.data']), ('below', ['m.onnx'])):
+        if folder == 'below':
+            monkeypatch.setattr(export_mod, 'EXTERNAL_DATA_BYTES', 10_000)
+        (tmp_path / folder).mkdir()
+        location = export_mod.save_onnx(onnx.load(str(torch_like / 'm.onnx')), str(tmp_path / folder / 'm.onnx'))
+        assert location == (expect[1] if len(expect) == 2 else None)
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == expect
+        np.testing.assert_allclose(run(tmp_path / folder / 'm.onnx'), x @ w1 @ w2, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(export_mod, 'EXTERNAL_DATA_BYTES', 1000)
+    with pytest.raises(UserError, match=r'more than one \.onnx file can hold'):
+        export_mod.save_onnx(onnx.load(str(torch_like / 'm.onnx')), str(tmp_path / 'no.onnx'), external=False)
+    assert not (tmp_path / 'no.onnx').exists()
+
+
 def test_dynamic_size_is_refused_naming_what_is_static(exported, export_tool, tmp_path, capsys):
     """The shipped encoders pad and window with Python size arithmetic that the TorchScript exporter records as
     constants: --dynamic (batch, height, width) is checked at another size, refused in one line naming the sizes
@@ -409,6 +487,11 @@ def test_export_bad_inputs(exported, export_tool, bad, capsys):
         f'error: {path} already exists; pass --out a new file name, or --overwrite to replace it (nothing was ' \
         'overwritten)'
     assert run(config, ckpt, '--out', str(bad / 'm.bin')) == f'error: --out {bad / "m.bin"} must end with .onnx'
+    (bad / 'w.onnx.data').write_bytes(b'somebody else\'s weights')
+    assert run(config, ckpt, '--out', str(bad / 'w.onnx')) == \
+        f'error: {bad / "w.onnx.data"} already exists; pass --out a new file name, or --overwrite to replace it ' \
+        '(nothing was overwritten)'
+    (bad / 'w.onnx.data').unlink()
     assert run(config, ckpt, '--out', out, '--cfg-options', 'model.decode_head.type=FCNHead') == \
         f'error: {config}: model EncoderDecoder with decode head FCNHead is not supported for ONNX export; ' \
         'tools/deployment/ exports Mask2Former models: mmseg EncoderDecoder + Mask2FormerHead (semantic) or mmdet ' \

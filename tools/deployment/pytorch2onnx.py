@@ -1,7 +1,7 @@
 """Export a trained mmfusion Mask2Former model to ONNX (standard operators only) and check it against PyTorch.
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT --out FILE.onnx [--shape H W] [--dynamic [all|batch]]
-        [--opset 17] [--overwrite] [--cfg-options ...] [--debug]
+        [--opset 17] [--external-data] [--overwrite] [--cfg-options ...] [--debug]
 
 The fused model (master, frozen auxiliary, neck, head) or a single-encoder baseline, for mmseg semantic and mmdet
 instance / panoptic configs. The graph takes the preprocessed image (normalised, padded: 1x3xHxW; --shape defaults to
@@ -13,6 +13,9 @@ attention becomes standard GridSample (opset >= 16), no custom domain.
 After export the file is checked (onnx checker, no custom operator domain, one ONNX Runtime run against PyTorch on
 a random input, and with --dynamic a second run at batch 2 and, for `all`, another size) and the max differences are
 printed; the file is written only when every check passes. --out is never overwritten unless --overwrite.
+
+Weights over 1.8 GB (e.g. a DINOv3 ViT-7B master) are kept in one file beside the graph, FILE.onnx.data, which must
+stay next to FILE.onnx (--external-data does so for any model).
 
 --dynamic all is refused for the shipped models: DINOv3's and SAM2 Hiera's padding, window and pyramid sizes are
 Python arithmetic that the TorchScript exporter records as constants (the refusal names where); --dynamic batch
@@ -41,7 +44,10 @@ def parse_args(argv=None):
                         help='dynamic batch, height and width (all, the default), or the batch only; checked '
                         'against PyTorch at batch 2 (and another size), refused where the model keeps it static')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (>= 16, default {DEFAULT_OPSET})')
-    parser.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+    parser.add_argument('--external-data', action='store_true', default=None,
+                        help='weights in FILE.onnx.data beside the graph (default: only when they exceed 1.8 GB, '
+                        'which one .onnx cannot hold)')
+    parser.add_argument('--overwrite', action='store_true', help='replace --out (and FILE.onnx.data) if they exist')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -50,11 +56,12 @@ def parse_args(argv=None):
 def _main(argv):
     args = parse_args(argv)
     from mmfusion.compat import checkpoint_problem
-    from mmfusion.deployment.export import default_shape, export_onnx, model_task, preprocess_record
+    from mmfusion.deployment.export import default_shape, export_onnx, external_data_file, model_task, preprocess_record
     if not args.out.endswith('.onnx'):
         raise UserError(f'--out {args.out} must end with .onnx')
     if not args.overwrite:
-        refuse_existing([args.out], 'pass --out a new file name, or --overwrite to replace it')
+        refuse_existing([args.out, external_data_file(args.out)],
+                        'pass --out a new file name, or --overwrite to replace it')
     cfg = read_config(args.config)
     if args.cfg_options:
         check_cfg_options(cfg, args.cfg_options)
@@ -80,9 +87,11 @@ def _main(argv):
     else:
         extra.update(num_classes=int(model.panoptic_head.num_classes))
     result = export_onnx(model, task, args.out, shape, dynamic=args.dynamic, opset=args.opset, extra_spec=extra,
-                         config_name=args.config, log=lambda s: print(s, flush=True))
+                         config_name=args.config, log=lambda s: print(s, flush=True),
+                         external_data=args.external_data)
     worst = max(result['max_rel_diff'].values())
-    print(f'wrote {args.out} ({result["size_mb"]:.1f} MiB, exported in {result["export_s"]:.1f} s); ONNX Runtime '
+    data = f' with its weights in {result["external_data"]}' if result['external_data'] else ''
+    print(f'wrote {args.out}{data} ({result["size_mb"]:.1f} MiB, exported in {result["export_s"]:.1f} s); ONNX Runtime '
           f'vs PyTorch max |diff| / max |PyTorch| = {worst:.2e}; operator domains: '
           f'{", ".join(d or "ai.onnx (default)" for d in result["domains"])}', flush=True)
     return result
