@@ -111,8 +111,20 @@ def case_memory(args, side: str) -> dict:
     return dict(peak_rss_mib=_peak_rss_mib(), load_s=load_s)
 
 
-def _ort_profile(args, x) -> list:
-    """ONNX Runtime's own per-operator profile of one run: ``[(op type, seconds, share), ...]``, largest first."""
+# The model's parts, by module path: PyTorch times them with forward hooks, ONNX Runtime's profile by its node names
+# (the TorchScript exporter names nodes after the module path; nodes ONNX Runtime fused and renamed go to 'other').
+PARTS = (('master', 'backbone.master'), ('auxiliary', 'backbone.auxiliary'), ('neck', 'neck'),
+         ('pixel decoder', 'decode_head.pixel_decoder'), ('rest of head', 'decode_head'))
+
+
+def _part_of(node_name: str) -> str:
+    path = node_name.strip('/').replace('/', '.')
+    return next((part for part, prefix in PARTS if path == prefix or path.startswith(prefix + '.')), 'other')
+
+
+def _ort_profile(args, x) -> tuple:
+    """ONNX Runtime's own profile of one run: ``([(op type, seconds, share), ...] largest first, {part: seconds})``.
+    Its kernel times run above a plain run's (the profiler's own cost)."""
     import collections
 
     import onnxruntime as ort
@@ -125,12 +137,36 @@ def _ort_profile(args, x) -> list:
     session.run(['seg_logits'], {'input': x})
     with open(session.end_profiling()) as f:
         events = json.load(f)
-    per_op = collections.Counter()
+    per_op, per_part = collections.Counter(), collections.Counter()
     for e in events:
         if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time'):
             per_op[e['args'].get('op_name', '?')] += e['dur'] / 1e6
+            per_part[_part_of(e['name'][:-len('_kernel_time')])] += e['dur'] / 1e6
     total = sum(per_op.values()) or 1.0
-    return [(op, sec, sec / total) for op, sec in per_op.most_common(8)]
+    return [(op, sec, sec / total) for op, sec in per_op.most_common(8)], dict(per_part)
+
+
+def _torch_parts(model, wrapper, x) -> dict:
+    """Seconds per part of one PyTorch run (forward hooks; 'rest of head' excludes the pixel decoder, 'other' is
+    what no part holds)."""
+    times, hooks, starts = {}, [], {}
+    modules = dict(model.named_modules())
+    for part, prefix in PARTS:
+        if prefix in modules:
+            hooks.append(modules[prefix].register_forward_pre_hook(
+                lambda m, a, part=part: starts.__setitem__(part, time.perf_counter())))
+            hooks.append(modules[prefix].register_forward_hook(
+                lambda m, a, o, part=part: times.__setitem__(part, times.get(part, 0.0) + time.perf_counter() -
+                                                             starts[part])))
+    t0 = time.perf_counter()
+    wrapper(x)
+    total = time.perf_counter() - t0
+    for h in hooks:
+        h.remove()
+    if 'rest of head' in times:
+        times['rest of head'] -= times.get('pixel decoder', 0.0)
+    times['other'] = total - sum(times.values())
+    return times
 
 
 def case_latency(args) -> dict:
@@ -139,7 +175,7 @@ def case_latency(args) -> dict:
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
-    _, _, wrapper = _build(args.size)
+    _, model, wrapper = _build(args.size)
     sides = dict(torch=lambda x: wrapper(x).numpy(), ort=None)
     sess = _session(args, args.onnx)
     sides['ort'] = lambda x: sess.run(['seg_logits'], {'input': x.numpy()})[0]
@@ -157,7 +193,9 @@ def case_latency(args) -> dict:
                     times[name].append(time.perf_counter() - t0)
     res = {k: dict(median_s=statistics.median(v), times_s=v) for k, v in times.items()}
     if args.profile:
-        res['ort_profile'] = _ort_profile(args, x.numpy())
+        res['ort_profile'], res['ort_parts'] = _ort_profile(args, x.numpy())
+        with torch.no_grad():
+            res['torch_parts'] = _torch_parts(model, wrapper, x)
     ref = outs['torch']
     labels = ref.argmax(1)
     res['classes_in_map'] = int(len(np.unique(labels)))
@@ -188,7 +226,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--repeat', type=int, default=3, help='timed runs per side (after one warm-up)')
     parser.add_argument('--size', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'))
     parser.add_argument('--int8', action='store_true', help='also ONNX Runtime dynamic int8 quantisation')
-    parser.add_argument('--profile', action='store_true', help="print ONNX Runtime's time per operator type")
+    parser.add_argument('--profile', action='store_true',
+                        help="ONNX Runtime's time per operator type, and each side's time per part of the model")
     parser.add_argument('--case', choices=['export', 'latency', 'memory_torch', 'memory_ort', 'memory_ort_int8'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--workdir', help=argparse.SUPPRESS)
@@ -230,8 +269,11 @@ def main(argv=None) -> dict:
           f'{100 * lat["ort"]["label_agreement"]:.3f} % of pixels, scores max |diff| / max = '
           f'{lat["ort"]["rel_diff"]:.2e}')
     if args.profile:
-        print('ONNX Runtime float32, one run, time per operator type: ' + ', '.join(
+        print('ONNX Runtime float32, one profiled run, time per operator type: ' + ', '.join(
             f'{op} {sec:.2f} s ({100 * share:.0f} %)' for op, sec, share in lat['ort_profile']))
+        parts = [p for p, _ in PARTS] + ['other']
+        print('one run per part, PyTorch (forward hooks) / ONNX Runtime (profiled): ' + ', '.join(
+            f'{p} {lat["torch_parts"].get(p, 0.0):.2f} / {lat["ort_parts"].get(p, 0.0):.2f} s' for p in parts))
     if args.int8:
         q = lat['ort_int8']
         print(f'int8: quantised in {exp["int8_quantise_s"]:.1f} s, file {exp["int8_size_mib"]:.0f} MiB; label maps '

@@ -386,7 +386,8 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(spec)
         for name in os.listdir(work):  # torch's per-tensor weight files: their contents are in proto now
-            os.remove(osp.join(work, name))
+            path = osp.join(work, name)
+            shutil.rmtree(path) if osp.isdir(path) else os.remove(path)
         save_onnx(proto, tmp, external=external_data)
         del proto
         onnx.checker.check_model(tmp, full_check=False)  # the path form: no 2 GiB protobuf limit
