@@ -8,7 +8,10 @@ fresh subprocess per side (build or load, one forward), so one side's allocation
 export time and file size; and the agreement of the label maps. ``--int8`` adds ONNX Runtime's dynamic int8
 quantisation of the exported file (MatMul/Gemm weights in int8): its latency, size, and agreement with float32.
 The random head's class and mask projections are scaled (``CLASS_GAIN``, ``MASK_GAIN``) so that the label maps hold
-several classes; that does not change the work.
+several classes; that does not change the work. ``--profile`` adds ONNX Runtime's time per operator type and both
+sides' time per part of the model (master, auxiliary, neck, pixel decoder, rest of the head), medians of
+``--repeat`` more rounds: PyTorch's through forward hooks, ONNX Runtime's from its own profiler, whose kernel times
+run above a plain run's.
 
 Usage::
 
@@ -122,28 +125,31 @@ def _part_of(node_name: str) -> str:
     return next((part for part, prefix in PARTS if path == prefix or path.startswith(prefix + '.')), 'other')
 
 
-def _ort_profile(args, x) -> tuple:
-    """ONNX Runtime's own profile of one run: ``([(op type, seconds, share), ...] largest first, {part: seconds})``.
-    Its kernel times run above a plain run's (the profiler's own cost)."""
-    import collections
-
+def _profiled_session(args):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.log_severity_level = 3
     opts.enable_profiling = True
     opts.profile_file_prefix = osp.join(args.workdir, 'ort_profile')
-    session = ort.InferenceSession(args.onnx, opts, providers=['CPUExecutionProvider'])
-    session.run(['seg_logits'], {'input': x})
+    return ort.InferenceSession(args.onnx, opts, providers=['CPUExecutionProvider'])
+
+
+def _ort_profile_runs(session) -> list:
+    """ONNX Runtime's own profile, per run: ``[({op type: seconds}, {part: seconds}), ...]``. Kernel times run
+    above a plain run's (the profiler's own cost)."""
+    import collections
     with open(session.end_profiling()) as f:
         events = json.load(f)
-    per_op, per_part = collections.Counter(), collections.Counter()
+    runs = [(e['ts'], e['ts'] + e['dur']) for e in events if e.get('cat') == 'Session' and e['name'] == 'model_run']
+    out = [(collections.Counter(), collections.Counter()) for _ in runs]
     for e in events:
         if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time'):
-            per_op[e['args'].get('op_name', '?')] += e['dur'] / 1e6
-            per_part[_part_of(e['name'][:-len('_kernel_time')])] += e['dur'] / 1e6
-    total = sum(per_op.values()) or 1.0
-    return [(op, sec, sec / total) for op, sec in per_op.most_common(8)], dict(per_part)
+            i = next((i for i, (t0, t1) in enumerate(runs) if t0 <= e['ts'] <= t1), None)
+            if i is not None:
+                out[i][0][e['args'].get('op_name', '?')] += e['dur'] / 1e6
+                out[i][1][_part_of(e['name'][:-len('_kernel_time')])] += e['dur'] / 1e6
+    return out
 
 
 def _torch_parts(model, wrapper, x) -> dict:
@@ -167,6 +173,31 @@ def _torch_parts(model, wrapper, x) -> dict:
         times['rest of head'] -= times.get('pixel decoder', 0.0)
     times['other'] = total - sum(times.values())
     return times
+
+
+def _profile(args, model, wrapper, x) -> dict:
+    """Per operator type (ONNX Runtime) and per part (both sides): medians over ``--repeat`` rounds after a warm-up,
+    PyTorch's hooked runs and ONNX Runtime's profiled runs alternated."""
+    import torch
+    session = _profiled_session(args)
+    torch_runs = []
+    with torch.no_grad():
+        for i in range(args.repeat + 1):
+            parts = _torch_parts(model, wrapper, x)
+            session.run(['seg_logits'], {'input': x.numpy()})
+            if i:
+                torch_runs.append(parts)
+    ort_runs = _ort_profile_runs(session)[1:]
+
+    def median(runs, key):
+        return statistics.median(r.get(key, 0.0) for r in runs)
+
+    ops = {op: median([r[0] for r in ort_runs], op) for op in set().union(*(r[0] for r in ort_runs))}
+    total = sum(ops.values()) or 1.0
+    names = [p for p, _ in PARTS] + ['other']
+    return dict(ort_profile=[(op, sec, sec / total) for op, sec in sorted(ops.items(), key=lambda kv: -kv[1])[:8]],
+                ort_parts={p: median([r[1] for r in ort_runs], p) for p in names},
+                torch_parts={p: median(torch_runs, p) for p in names})
 
 
 def case_latency(args) -> dict:
@@ -193,9 +224,7 @@ def case_latency(args) -> dict:
                     times[name].append(time.perf_counter() - t0)
     res = {k: dict(median_s=statistics.median(v), times_s=v) for k, v in times.items()}
     if args.profile:
-        res['ort_profile'], res['ort_parts'] = _ort_profile(args, x.numpy())
-        with torch.no_grad():
-            res['torch_parts'] = _torch_parts(model, wrapper, x)
+        res.update(_profile(args, model, wrapper, x))
     ref = outs['torch']
     labels = ref.argmax(1)
     res['classes_in_map'] = int(len(np.unique(labels)))
@@ -269,11 +298,11 @@ def main(argv=None) -> dict:
           f'{100 * lat["ort"]["label_agreement"]:.3f} % of pixels, scores max |diff| / max = '
           f'{lat["ort"]["rel_diff"]:.2e}')
     if args.profile:
-        print('ONNX Runtime float32, one profiled run, time per operator type: ' + ', '.join(
+        print(f'ONNX Runtime float32, profiled (median of {args.repeat}), time per operator type: ' + ', '.join(
             f'{op} {sec:.2f} s ({100 * share:.0f} %)' for op, sec, share in lat['ort_profile']))
         parts = [p for p, _ in PARTS] + ['other']
-        print('one run per part, PyTorch (forward hooks) / ONNX Runtime (profiled): ' + ', '.join(
-            f'{p} {lat["torch_parts"].get(p, 0.0):.2f} / {lat["ort_parts"].get(p, 0.0):.2f} s' for p in parts))
+        print(f'time per part (median of {args.repeat}), PyTorch (forward hooks) / ONNX Runtime (profiled): '
+              + ', '.join(f'{p} {lat["torch_parts"][p]:.2f} / {lat["ort_parts"][p]:.2f} s' for p in parts))
     if args.int8:
         q = lat['ort_int8']
         print(f'int8: quantised in {exp["int8_quantise_s"]:.1f} s, file {exp["int8_size_mib"]:.0f} MiB; label maps '
