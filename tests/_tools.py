@@ -1,8 +1,10 @@
 """Loading a script (of tools/, benchmarks/ or an installed package) as a module, for tests that call it in-process;
-a free port for the tests that launch torchrun."""
+a free port for the tests that launch torchrun; killing a training run at a checkpoint."""
 import importlib.util
 import os.path as osp
+import signal
 import socket
+import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -27,3 +29,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def sigkill_when_held(proc, log, work_dir: str, timeout: float) -> None:
+    """Wait until the training run ``proc`` (logging to the open file ``log``) writes ``work_dir/HELD`` (it holds
+    there after a checkpoint), then SIGKILL it and close ``log``."""
+    held = osp.join(work_dir, 'HELD')
+    deadline = time.monotonic() + timeout
+    while not osp.exists(held):
+        assert proc.poll() is None, open(log.name).read()[-3000:]
+        assert time.monotonic() < deadline, 'the run never reached its checkpoint'
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    log.close()

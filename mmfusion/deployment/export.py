@@ -249,6 +249,11 @@ def _weight_bytes(model_proto) -> int:
     return sum(len(t.raw_data) for t in model_proto.graph.initializer)
 
 
+def _needs_external_data(model_proto) -> bool:
+    """Whether the (loaded) weights are too large for one ``.onnx``: above :data:`EXTERNAL_DATA_BYTES`."""
+    return _weight_bytes(model_proto) > EXTERNAL_DATA_BYTES
+
+
 def save_onnx(model_proto, path: str, external: Optional[bool] = None) -> Optional[str]:
     """Write ``model_proto`` to ``path``, its weights inline or in one external file.
 
@@ -269,12 +274,13 @@ def save_onnx(model_proto, path: str, external: Optional[bool] = None) -> Option
         UserError: ``external=False`` with weights too large for one file.
     """
     import onnx
-    size = _weight_bytes(model_proto)
+    too_large = _needs_external_data(model_proto)
     if external is None:
-        external = size > EXTERNAL_DATA_BYTES
-    elif not external and size > EXTERNAL_DATA_BYTES:
-        raise UserError(f'the weights take {size / 2**30:.2f} GiB, more than one .onnx file can hold (protobuf '
-                        'messages stop at 2 GiB); save them to an external file (external=True or None)')
+        external = too_large
+    elif not external and too_large:
+        raise UserError(f'the weights take {_weight_bytes(model_proto) / 2**30:.2f} GiB, more than one .onnx file '
+                        'can hold (protobuf messages stop at 2 GiB); save them to an external file (external=True or '
+                        'None)')
     if not external:
         onnx.save_model(model_proto, path)
         return None
@@ -374,8 +380,8 @@ def export_onnx(model: nn.Module, task: str, out: str, shape: Sequence[int], dyn
         if custom:
             raise UserError(f'{config_name}: the exported graph uses custom operator domains {custom}, which stock '
                             'ONNX Runtime does not run; export on the CPU with mmcv ops in their PyTorch path')
-        if external_data is None:
-            external_data = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
+        if external_data is None:  # decided here: the record in the file names the weights' file
+            external_data = _needs_external_data(proto)
         spec = dict(format=1, task=task, input=[INPUT_NAME, 1, 3, h, w], outputs=list(names),
                     dynamic=dict(batch=bool(dynamic), spatial=spatial), opset=opset,
                     exporter=f'torch.onnx TorchScript (torch {torch.__version__})', config=config_name,

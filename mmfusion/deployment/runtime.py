@@ -25,7 +25,13 @@ from mmfusion.utils.errors import UserError, one_line
 from .export import INPUT_NAME, model_task, preprocess_record, read_spec
 from .postprocess import SEMANTIC, build_fusion_head, det_postprocess, seg_postprocess
 
-__all__ = ['OrtSession', 'OrtModel', 'OnnxInferencer', 'providers_for']
+__all__ = ['OrtSession', 'OrtModel', 'OnnxInferencer', 'providers_for', 'check_onnx_file']
+
+
+def check_onnx_file(path: str) -> None:
+    """Refuse a ``.onnx`` path that is not a file."""
+    if not osp.isfile(path):
+        raise UserError(f'ONNX file not found: {path}; export one with tools/deployment/pytorch2onnx.py')
 
 
 def providers_for(device: str) -> list:
@@ -62,8 +68,7 @@ class OrtSession:
     def __init__(self, path: str, device: str = 'cpu', threads: Optional[int] = None) -> None:
         import onnx
         import onnxruntime as ort
-        if not osp.isfile(path):
-            raise UserError(f'ONNX file not found: {path}; export one with tools/deployment/pytorch2onnx.py')
+        check_onnx_file(path)
         try:
             proto = onnx.load(path, load_external_data=False)
         except Exception as e:  # noqa: BLE001 (protobuf's DecodeError and others: a file that is not an ONNX model)

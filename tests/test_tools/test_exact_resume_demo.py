@@ -8,7 +8,6 @@ workers with random augmentations (resize, crop, flip, photometric distortion) d
 """
 import os
 import os.path as osp
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests._tools import ROOT, load_tool
+from tests._tools import ROOT, load_tool, sigkill_when_held
 from tests.test_engine.test_hooks.test_rng_state_hook import TRAINING_STATE, _compare
 
 ITERS, KILL_AT = 8, 4
@@ -67,16 +66,7 @@ def test_killed_and_resumed_demo_run_is_bit_identical(demo_config, tmp_path):
     full, cut = str(tmp_path / 'full'), str(tmp_path / 'cut run')
     # The uninterrupted run and the run to be killed, side by side (2 cores).
     uninterrupted = _train(demo_config, full)
-    proc, log = _train(demo_config, cut, hold=True)
-    held = osp.join(cut, 'HELD')
-    deadline = time.monotonic() + 600
-    while not osp.exists(held):
-        assert proc.poll() is None, open(log.name).read()[-3000:]
-        assert time.monotonic() < deadline, 'the run never reached its checkpoint'
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    log.close()
+    sigkill_when_held(*_train(demo_config, cut, hold=True), cut, timeout=600)
     assert sorted(f for f in os.listdir(cut) if f.endswith('.pth')) == [f'iter_{KILL_AT}.pth']
     _wait(*_train(demo_config, cut, '--resume'))
     _wait(*uninterrupted)

@@ -12,11 +12,9 @@ earlier OUT_DIR of tools/infer.py or of this tool. Unreadable images in a folder
 --device cuda uses ONNX Runtime's CUDA execution provider (onnxruntime-gpu).
 """
 import argparse
-import os.path as osp
 
 from mmfusion.apis.inference import add_infer_args, check_infer_input, predict_and_write
 from mmfusion.apis.runner_utils import run_tool
-from mmfusion.utils.errors import UserError
 from mmfusion.utils.fileio import claim_dir
 
 
@@ -33,10 +31,9 @@ def parse_args(argv=None):
 def _main(argv):
     args = parse_args(argv)
     check_infer_input(args.input)
-    if not osp.isfile(args.onnx):
-        raise UserError(f'ONNX file not found: {args.onnx}; export one with tools/deployment/pytorch2onnx.py')
+    from mmfusion.deployment.runtime import OnnxInferencer, check_onnx_file
+    check_onnx_file(args.onnx)
     claim_dir(args.out_dir, 'infer', '--out-dir', create=False)  # refuse a user's folder before loading
-    from mmfusion.deployment.runtime import OnnxInferencer
     infer = OnnxInferencer(args.config, args.onnx, device=args.device, cfg_options=args.cfg_options,
                            max_side=args.max_side, threads=args.threads)
     claim_dir(args.out_dir, 'infer', '--out-dir')

@@ -6,10 +6,8 @@ builds its dataloader with another seed, and the hook must give the data the int
 import os
 import os.path as osp
 import random
-import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from mmfusion.engine.hooks import RNGStateHook
 from mmfusion.engine.hooks.rng_state_hook import CHECKPOINT_KEY, get_rng_state, preserved_rng_state, set_rng_state
 from tests._tiny_runner import noisy_runner
+from tests._tools import sigkill_when_held
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 SCRIPT = 'tests.test_engine.test_hooks.resume_run'
@@ -46,16 +45,7 @@ def _finish(proc, log, work_dir):
 
 def _run_until_killed(work_dir, *args):
     """Run until the checkpoint of KILL_AT is on disk and SIGKILL the process there."""
-    proc, log = _run(work_dir, *args, hold_at=KILL_AT)
-    held = osp.join(work_dir, 'HELD')
-    deadline = time.monotonic() + 300
-    while not osp.exists(held):
-        assert proc.poll() is None, open(log.name).read()[-3000:]
-        assert time.monotonic() < deadline, 'the run never reached its checkpoint'
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    log.close()
+    sigkill_when_held(*_run(work_dir, *args, hold_at=KILL_AT), work_dir, timeout=300)
     assert osp.isfile(osp.join(work_dir, f'iter_{KILL_AT}.pth'))
     assert not osp.exists(osp.join(work_dir, f'iter_{MAX_ITERS}.pth'))
 
